@@ -1,0 +1,1 @@
+"""Temporal activities: LLM turns, tools, artifacts (see the durable runs issue)."""

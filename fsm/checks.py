@@ -1,0 +1,250 @@
+"""Static checks of a structurally valid definition: the graph and the key names.
+
+Every check runs and every problem is returned, so a user fixes a file in one pass.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterator
+
+from fsm import jsonlogic
+from fsm.context import SYSTEM_KEYS
+from fsm.problems import Problem, did_you_mean
+from schemas.definition import NAME_PATTERN, AgentDefinition, State
+
+_NAME_RE = re.compile(NAME_PATTERN)
+
+
+def successors(state: State) -> list[str]:
+    """Every state a state can move to: transition targets and approval targets."""
+    targets = [t.target for t in state.transitions]
+    if state.approval is not None:
+        targets += [state.approval.on_approve, state.approval.on_reject]
+        if state.approval.on_timeout is not None:
+            targets.append(state.approval.on_timeout)
+    return targets
+
+
+def guard_keys(state: State) -> set[str]:
+    """Declared context keys this state's guards read (system keys excluded)."""
+    keys: set[str] = set()
+    for transition in state.transitions:
+        keys.update(transition.requires)
+        keys.update(
+            var.split(".")[0]
+            for var in jsonlogic.variables(transition.when)
+            if not var.startswith("_")
+        )
+    return keys
+
+
+def is_self_only(state_id: str, state: State) -> bool:
+    """A non-terminal state whose only move (if any) is staying put."""
+    return (
+        not state.terminal
+        and state.approval is None
+        and all(t.target == state_id for t in state.transitions)
+    )
+
+
+def _check_names(definition: AgentDefinition) -> Iterator[Problem]:
+    for kind, names in (("context", definition.context), ("states", definition.states)):
+        label = "context key" if kind == "context" else "state id"
+        for name in names:
+            if name.startswith("_"):
+                yield Problem(
+                    f"{label} {name!r} starts with '_', which is reserved for the framework",
+                    anchor=(kind, name),
+                )
+            elif not _NAME_RE.match(name):
+                yield Problem(
+                    f"{label} {name!r} must be letters, digits and '_', starting with a letter",
+                    anchor=(kind, name),
+                )
+
+
+def _check_key_list(
+    definition: AgentDefinition, state_id: str, field: str, keys: list[str]
+) -> Iterator[Problem]:
+    for key in keys:
+        if key.startswith("_"):
+            yield Problem(
+                f"{key!r} is a reserved key; the model can never read or write it this way",
+                ("states", state_id, field),
+            )
+        elif key not in definition.context:
+            yield Problem(
+                f"{key!r} is not a declared context key{did_you_mean(key, definition.context)}",
+                ("states", state_id, field),
+            )
+
+
+def _check_guard(
+    definition: AgentDefinition, state_id: str, index: int, when: object
+) -> Iterator[Problem]:
+    path = ("states", state_id, "transitions", index, "when")
+    for message in jsonlogic.validate(when):
+        yield Problem(message, path)
+    for var in jsonlogic.variables(when):
+        head = var.split(".")[0]
+        if head.startswith("_"):
+            if head not in SYSTEM_KEYS:
+                yield Problem(
+                    f"{var!r} is not a system key (guards may read {', '.join(SYSTEM_KEYS)})", path
+                )
+            elif head == "_visits" and var.count(".") == 1:
+                visited = var.split(".")[1]
+                if visited not in definition.states:
+                    yield Problem(
+                        f"{var!r} names no state{did_you_mean(visited, definition.states)}", path
+                    )
+        elif head not in definition.context:
+            yield Problem(
+                f"{head!r} is not a declared context key{did_you_mean(head, definition.context)}",
+                path,
+            )
+
+
+def _check_state(
+    definition: AgentDefinition, state_id: str, state: State, tools: Collection[str] | None
+) -> Iterator[Problem]:
+    where = ("states", state_id)
+    if state.terminal and state.transitions:
+        yield Problem(
+            f"a terminal state cannot have transitions (found {len(state.transitions)})",
+            (*where, "transitions"),
+        )
+    if state.terminal and state.approval is not None:
+        yield Problem("a terminal state cannot be an approval gate", (*where, "approval"))
+    if state.approval is not None and state.transitions and not state.terminal:
+        yield Problem(
+            "an approval gate moves only by a decision: remove its transitions "
+            "and use on_approve / on_reject",
+            (*where, "transitions"),
+        )
+    for index, transition in enumerate(state.transitions):
+        if transition.target not in definition.states:
+            yield Problem(
+                f"target {transition.target!r} is not a state"
+                + did_you_mean(transition.target, definition.states),
+                (*where, "transitions", index),
+            )
+        for problem in _check_key_list(definition, state_id, "requires", transition.requires):
+            yield Problem(problem.message, (*where, "transitions", index, "requires"))
+        if transition.when is not None:
+            yield from _check_guard(definition, state_id, index, transition.when)
+    if state.approval is not None:
+        for field in ("on_approve", "on_reject", "on_timeout"):
+            target = getattr(state.approval, field)
+            if target is not None and target not in definition.states:
+                yield Problem(
+                    f"{field} {target!r} is not a state{did_you_mean(target, definition.states)}",
+                    (*where, "approval"),
+                )
+    yield from _check_key_list(definition, state_id, "collects", state.collects)
+    yield from _check_key_list(definition, state_id, "sees", state.sees or [])
+    if tools is not None:
+        for name in state.tools:
+            if name not in tools:
+                yield Problem(
+                    f"tool {name!r} is not registered{did_you_mean(name, tools)}",
+                    (*where, "tools"),
+                )
+    yield from _check_duplicates(state_id, state)
+
+
+def _check_duplicates(state_id: str, state: State) -> Iterator[Problem]:
+    seen: dict[tuple[str, frozenset[str], str], int] = {}
+    for index, transition in enumerate(state.transitions):
+        signature = (transition.target, frozenset(transition.requires), repr(transition.when))
+        if signature in seen:
+            yield Problem(
+                f"transitions {seen[signature] + 1} and {index + 1} both go to "
+                f"{transition.target!r} with the same guard; one of them is redundant",
+                ("states", state_id, "transitions", index),
+                severity="warning",
+            )
+        else:
+            seen[signature] = index
+
+
+def _reachable(definition: AgentDefinition, start: str) -> set[str]:
+    seen = {start}
+    frontier = [start]
+    while frontier:
+        current = definition.states.get(frontier.pop())
+        for target in successors(current) if current else []:
+            if target in definition.states and target not in seen:
+                seen.add(target)
+                frontier.append(target)
+    return seen
+
+
+def _check_graph(definition: AgentDefinition) -> Iterator[Problem]:
+    states = definition.states
+    if not any(state.terminal for state in states.values()):
+        yield Problem("no terminal state: mark at least one state with 'terminal: true'")
+    if definition.initial_state not in states:
+        yield Problem(
+            f"initial_state {definition.initial_state!r} is not a state"
+            + did_you_mean(definition.initial_state, states),
+            anchor=("initial_state",),
+        )
+        return
+    reachable = _reachable(definition, definition.initial_state)
+    for state_id in states:
+        if state_id not in reachable:
+            yield Problem(
+                f"unreachable from the initial state {definition.initial_state!r}",
+                ("states", state_id),
+            )
+    # A self-only state is a warning, not a trap: the run ends there by max_steps,
+    # which is a defined end. So the backward search starts from those too.
+    endings = {s for s, state in states.items() if state.terminal or is_self_only(s, state)}
+    can_end = set(endings)
+    changed = True
+    while changed:
+        changed = False
+        for state_id, state in states.items():
+            if state_id not in can_end and any(t in can_end for t in successors(state)):
+                can_end.add(state_id)
+                changed = True
+    for state_id, state in states.items():
+        if is_self_only(state_id, state):
+            yield Problem(
+                "no transition leaves this state except to itself; a run that enters it "
+                "stays until max_steps ends it",
+                ("states", state_id),
+                severity="warning",
+            )
+        elif state_id not in can_end:
+            yield Problem(
+                "no terminal state can be reached from here (a trap)", ("states", state_id)
+            )
+
+
+def check_definition(
+    definition: AgentDefinition, *, tools: Collection[str] | None = None
+) -> list[Problem]:
+    """Run every static check.
+
+    Args:
+        definition: A definition that passed structural validation.
+        tools: Names of the registered tools; when given, unknown tool names are errors.
+
+    Returns:
+        Every problem found, errors and warnings, in document order.
+    """
+    problems: list[Problem] = []
+    if definition.max_steps < 1:
+        problems.append(
+            Problem(
+                f"max_steps must be at least 1, got {definition.max_steps}", anchor=("max_steps",)
+            )
+        )
+    problems.extend(_check_names(definition))
+    for state_id, state in definition.states.items():
+        problems.extend(_check_state(definition, state_id, state, tools))
+    problems.extend(_check_graph(definition))
+    return problems

@@ -1,0 +1,94 @@
+"""Declared context keys: their JSON Schema, value checks, system keys, redaction."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+
+from schemas.definition import DEFAULT_STRING_BOUND, AgentDefinition, ContextKey
+from schemas.run import RunState
+
+SYSTEM_KEYS = ("_state", "_step", "_visits")
+"""Keys the framework provides to guards. The model can never write them."""
+
+REDACTED = "[redacted]"
+
+_FORMAT_CHECKER = FormatChecker()
+
+
+def key_schema(key: ContextKey) -> dict[str, Any]:
+    """The JSON Schema of one declared key, with every string bounded."""
+    schema: dict[str, Any] = {"type": key.type}
+    if key.description:
+        schema["description"] = key.description
+    if key.enum is not None:
+        schema["enum"] = list(key.enum)
+    if key.type == "string":
+        schema["maxLength"] = key.maxLength or DEFAULT_STRING_BOUND
+        if key.pattern is not None:
+            schema["pattern"] = key.pattern
+        if key.format is not None:
+            schema["format"] = key.format
+    if key.minimum is not None:
+        schema["minimum"] = key.minimum
+    if key.maximum is not None:
+        schema["maximum"] = key.maximum
+    if key.type == "array" and key.items is not None:
+        items: dict[str, Any] = {"type": key.items.type}
+        if key.items.enum is not None:
+            items["enum"] = list(key.items.enum)
+        if key.items.type == "string":
+            items["maxLength"] = key.items.maxLength or DEFAULT_STRING_BOUND
+        schema["items"] = items
+        schema["maxItems"] = key.maxItems or 20
+    return schema
+
+
+def value_problem(name: str, key: ContextKey, value: Any) -> str | None:
+    """Say why ``value`` does not fit the declared key, or None when it fits."""
+    validator = Draft202012Validator(key_schema(key), format_checker=_FORMAT_CHECKER)
+    error = next(iter(sorted(validator.iter_errors(value), key=lambda e: list(e.path))), None)
+    if error is None:
+        return None
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return f"value {shown} for key {name!r} does not fit its declaration: {error.message[:200]}"
+
+
+def check_initial_context(definition: AgentDefinition, values: Mapping[str, Any]) -> list[str]:
+    """Problems of a run's initial context: undeclared, reserved or ill-typed keys."""
+    problems = []
+    for name, value in values.items():
+        if name.startswith("_"):
+            problems.append(f"context key {name!r} is reserved for the framework")
+        elif name not in definition.context:
+            declared = ", ".join(sorted(definition.context)) or "none"
+            problems.append(f"context key {name!r} is not declared (declared: {declared})")
+        elif value is not None and (
+            problem := value_problem(name, definition.context[name], value)
+        ):
+            problems.append(problem)
+    return problems
+
+
+def guard_data(run: RunState) -> dict[str, Any]:
+    """The data guards see: the context plus the system keys."""
+    data = dict(run.context)
+    data.update({"_state": run.state, "_step": run.step, "_visits": dict(run.visits)})
+    return data
+
+
+def is_present(value: Any) -> bool:
+    """A key counts as present when it holds something: not null, not empty."""
+    return value is not None and value != "" and value != [] and value != {}
+
+
+def redact(definition: AgentDefinition, context: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``context`` with the values of keys declared ``secret`` hidden."""
+    return {
+        name: REDACTED
+        if (key := definition.context.get(name)) is not None and key.secret and value is not None
+        else value
+        for name, value in context.items()
+    }

@@ -1,0 +1,51 @@
+"""Mermaid state diagrams of definitions, guards and approval edges labelled."""
+
+from __future__ import annotations
+
+import re
+
+from fsm import jsonlogic
+from schemas.definition import AgentDefinition, Transition
+
+_UNSAFE = re.compile(r"[:;#{}\[\]\"`]")
+
+
+def _label(text: str) -> str:
+    # Mermaid ends a label at ';' and misreads ':' and braces; keep labels plain.
+    return _UNSAFE.sub(" ", text).replace("  ", " ").strip()
+
+
+def _transition_label(transition: Transition) -> str:
+    guards = []
+    if transition.requires:
+        guards.append("has " + ", ".join(transition.requires))
+    if transition.when is not None:
+        guards.append(jsonlogic.describe(transition.when))
+    if guards:
+        return "if " + " and ".join(guards)
+    return transition.description[:40]
+
+
+def mermaid(definition: AgentDefinition) -> str:
+    """A ``stateDiagram-v2`` of the definition.
+
+    Terminal states lead to ``[*]``; approval gates are notes, with ``approve``,
+    ``reject`` and ``timeout`` edges; guarded transitions show their guard.
+    """
+    lines = ["stateDiagram-v2", f"    [*] --> {definition.initial_state}"]
+    for state_id, state in definition.states.items():
+        for transition in state.transitions:
+            label = _label(_transition_label(transition))
+            lines.append(
+                f"    {state_id} --> {transition.target}" + (f": {label}" if label else "")
+            )
+        if state.approval is not None:
+            gate = state.approval
+            lines.append(f"    {state_id} --> {gate.on_approve}: approve")
+            lines.append(f"    {state_id} --> {gate.on_reject}: reject")
+            if gate.on_timeout is not None:
+                lines.append(f"    {state_id} --> {gate.on_timeout}: timeout {gate.timeout}")
+            lines.append(f"    note right of {state_id}: approval gate")
+        if state.terminal:
+            lines.append(f"    {state_id} --> [*]")
+    return "\n".join(lines) + "\n"

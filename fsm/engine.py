@@ -1,0 +1,428 @@
+"""The transition engine: which moves are allowed, and applying a turn or a decision.
+
+Pure and synchronous. Every function takes the definition and a ``RunState`` and
+returns a new ``RunState``; nothing is mutated, and a rejected turn changes
+nothing but the trace.
+
+Guards are judged on the context *as the turn would leave it*: a model that
+extracts ``email`` and moves to ``confirm`` (which requires ``email``) in the same
+turn is doing the right thing. So the moves offered to the model are those whose
+guards hold now or may hold once this state's writable keys are filled in, and
+the engine decides on the updated context.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from jsonschema import Draft202012Validator
+from pydantic import ValidationError
+
+from fsm import jsonlogic
+from fsm.checks import guard_keys
+from fsm.context import check_initial_context, guard_data, is_present, value_problem
+from schemas.definition import AgentDefinition, State, Transition
+from schemas.run import RunState, TraceEntry, TraceKind
+from schemas.turn import AutonomousDecision, TurnDecision
+
+Decision = Literal["approve", "reject", "timeout"]
+
+
+class ContextError(ValueError):
+    """Initial context values that do not fit the definition; lists every problem."""
+
+
+class TurnParseError(ValueError):
+    """A model reply that is not a well-formed turn (bad JSON or wrong shape)."""
+
+
+@dataclass(frozen=True)
+class Move:
+    """One move the model may pick now.
+
+    Attributes:
+        target: The state the move goes to (the current state for staying).
+        description: What the model reads about the move.
+        needs: Keys that must be set (now or by this turn) for the move to apply.
+        condition: The guard, as short text, when the move has one.
+    """
+
+    target: str
+    description: str
+    needs: tuple[str, ...] = ()
+    condition: str = ""
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    """The engine's verdict on a turn or decision.
+
+    Attributes:
+        accepted: Whether it was applied.
+        run: The run after it (unchanged but for the trace when rejected).
+        reason: Why it was rejected, in words a model or person can act on.
+        entry: The trace entry appended.
+    """
+
+    accepted: bool
+    run: RunState
+    reason: str
+    entry: TraceEntry
+
+
+def writable_keys(definition: AgentDefinition, state_id: str) -> list[str]:
+    """Keys the model may see and write in a state: ``collects`` then ``sees``."""
+    state = definition.states[state_id]
+    sees = state.sees if state.sees is not None else sorted(guard_keys(state))
+    return list(dict.fromkeys([*state.collects, *sees]))
+
+
+def guard_holds(transition: Transition, run: RunState) -> bool:
+    """Whether a transition's ``requires`` and ``when`` hold for this run."""
+    if not all(is_present(run.context.get(key)) for key in transition.requires):
+        return False
+    if transition.when is None:
+        return True
+    return jsonlogic.truthy(jsonlogic.evaluate(transition.when, guard_data(run)))
+
+
+def _may_hold(transition: Transition, run: RunState, writable: set[str]) -> bool:
+    """Whether the guard holds now, or may once this turn writes its keys."""
+    if guard_holds(transition, run):
+        return True
+    requires_ok = all(
+        is_present(run.context.get(key)) or key in writable for key in transition.requires
+    )
+    if not requires_ok:
+        return False
+    if transition.when is None:
+        return True
+    read = {var.split(".")[0] for var in jsonlogic.variables(transition.when)}
+    if read & writable:
+        return True
+    return jsonlogic.truthy(jsonlogic.evaluate(transition.when, guard_data(run)))
+
+
+def _ordered(state: State) -> list[Transition]:
+    # sorted() is stable: equal priorities keep the order of the file.
+    return sorted(state.transitions, key=lambda t: t.priority)
+
+
+def allowed_moves(definition: AgentDefinition, run: RunState) -> list[Move]:
+    """The moves the model may pick now, by priority, staying last.
+
+    Empty when the run has ended, is waiting for approval, or is in a terminal state.
+    """
+    if run.status != "active":
+        return []
+    state = definition.states[run.state]
+    if state.terminal or state.approval is not None:
+        return []
+    writable = set(writable_keys(definition, run.state))
+    moves: dict[str, Move] = {}
+    for transition in _ordered(state):
+        if transition.target in moves or not _may_hold(transition, run, writable):
+            continue
+        moves[transition.target] = Move(
+            target=transition.target,
+            description=transition.description,
+            needs=tuple(k for k in transition.requires if not is_present(run.context.get(k))),
+            condition=jsonlogic.describe(transition.when) if transition.when is not None else "",
+        )
+    if run.state not in moves:
+        moves[run.state] = Move(run.state, "stay in this state (e.g. to ask for what is missing)")
+    return list(moves.values())
+
+
+def allowed_targets(definition: AgentDefinition, run: RunState) -> list[str]:
+    """The target states of ``allowed_moves``: exactly the enum of the turn schema."""
+    return [move.target for move in allowed_moves(definition, run)]
+
+
+def start_run(definition: AgentDefinition, context: Mapping[str, Any] | None = None) -> RunState:
+    """The run before its first turn: initial state, checked initial context.
+
+    Raises:
+        ContextError: If a value is undeclared, reserved or does not fit its type.
+    """
+    values = dict(context or {})
+    problems = check_initial_context(definition, values)
+    if problems:
+        raise ContextError("; ".join(problems))
+    run = RunState(
+        state=definition.initial_state,
+        context={k: v for k, v in values.items() if v is not None},
+        visits={definition.initial_state: 1},
+    )
+    return _settle(definition, run)
+
+
+def _settle(definition: AgentDefinition, run: RunState) -> RunState:
+    """Set status from the state entered: terminal, gate, or the step bound."""
+    state = definition.states[run.state]
+    if state.terminal:
+        return run.model_copy(
+            update={"status": "completed", "end_reason": f"reached terminal state {run.state!r}"}
+        )
+    if run.step >= definition.max_steps:
+        return run.model_copy(
+            update={
+                "status": "max_steps",
+                "end_reason": f"max_steps ({definition.max_steps}) reached in state {run.state!r}",
+            }
+        )
+    if state.approval is not None:
+        return run.model_copy(update={"status": "awaiting_approval"})
+    return run.model_copy(update={"status": "active"})
+
+
+def _not_open_reason(run: RunState) -> str | None:
+    if run.ended:
+        return f"the run has ended ({run.end_reason})"
+    if run.status == "awaiting_approval":
+        return f"the run is waiting for an approval decision in {run.state!r}"
+    return None
+
+
+def _reject(
+    run: RunState,
+    reason: str,
+    target: str | None,
+    *,
+    kind: TraceKind = "turn",
+    by: str | None = None,
+    model: str | None = None,
+    tokens: int | None = None,
+) -> TurnResult:
+    entry = TraceEntry(
+        step=run.step,
+        kind=kind,
+        from_state=run.state,
+        to_state=target,
+        accepted=False,
+        reason=reason,
+        by=by,
+        model=model,
+        tokens=tokens,
+    )
+    return TurnResult(False, run.model_copy(update={"trace": (*run.trace, entry)}), reason, entry)
+
+
+def _enter(
+    definition: AgentDefinition,
+    run: RunState,
+    target: str,
+    context: dict[str, Any],
+    entry: TraceEntry,
+) -> TurnResult:
+    visits = dict(run.visits)
+    if target != run.state:
+        visits[target] = visits.get(target, 0) + 1
+    moved = run.model_copy(
+        update={
+            "state": target,
+            "context": context,
+            "step": run.step + 1,
+            "visits": visits,
+            "trace": (*run.trace, entry),
+        }
+    )
+    return TurnResult(True, _settle(definition, moved), "", entry)
+
+
+def _update_problem(
+    definition: AgentDefinition, state_id: str, update: Mapping[str, Any]
+) -> str | None:
+    writable = writable_keys(definition, state_id)
+    listing = ", ".join(writable) or "none"
+    for key, value in update.items():
+        if key.startswith("_"):
+            return f"key {key!r} is reserved for the framework and cannot be written"
+        if key not in definition.context:
+            return f"key {key!r} is not a declared context key; writable here: {listing}"
+        if key not in writable:
+            return f"key {key!r} cannot be written in state {state_id!r}; writable here: {listing}"
+        if value is not None and (problem := value_problem(key, definition.context[key], value)):
+            return problem
+    return None
+
+
+def _target_problem(
+    definition: AgentDefinition, run: RunState, target: str, after: RunState
+) -> str | None:
+    offered = allowed_targets(definition, run)
+    listing = ", ".join(offered)
+    if target not in definition.states:
+        return f"{target!r} is not a state; allowed now: {listing}"
+    if target not in offered:
+        return f"{target!r} is not reachable from {run.state!r} now; allowed: {listing}"
+    if target == run.state:
+        return None
+    candidates = [t for t in _ordered(definition.states[run.state]) if t.target == target]
+    if any(guard_holds(t, after) for t in candidates):
+        return None
+    first = candidates[0]
+    missing = [k for k in first.requires if not is_present(after.context.get(k))]
+    if missing:
+        needed = ", ".join(map(repr, missing))
+        return f"{target!r} needs {needed} set first; set it in context_update or stay"
+    return f"{target!r} is only allowed when {jsonlogic.describe(first.when)}; that does not hold"
+
+
+def apply_turn(
+    definition: AgentDefinition,
+    run: RunState,
+    turn: TurnDecision,
+    *,
+    model: str | None = None,
+    tokens: int | None = None,
+) -> TurnResult:
+    """Judge a model's turn and apply it when the table allows it.
+
+    A turn is rejected (changing nothing but the trace) when the run is not open
+    for turns, it writes a reserved, undeclared or non-writable key or a value that
+    does not fit its declaration, or its target is not an allowed move on the
+    context the turn would leave.
+
+    Args:
+        definition: The agent definition.
+        run: The run before the turn.
+        turn: The parsed turn.
+        model: The model that produced it, for the trace.
+        tokens: Tokens it cost, for the trace.
+
+    Returns:
+        The verdict, with the run after it.
+    """
+
+    def reject(reason: str) -> TurnResult:
+        return _reject(run, reason, turn.target_state, model=model, tokens=tokens)
+
+    if (reason := _not_open_reason(run)) is not None:
+        return reject(reason)
+    if (reason := _update_problem(definition, run.state, turn.context_update)) is not None:
+        return reject(reason)
+    context = dict(run.context)
+    context.update({k: v for k, v in turn.context_update.items() if v is not None})
+    after = run.model_copy(update={"context": context})
+    if (reason := _target_problem(definition, run, turn.target_state, after)) is not None:
+        return reject(reason)
+    entry = TraceEntry(
+        step=run.step,
+        kind="turn",
+        from_state=run.state,
+        to_state=turn.target_state,
+        accepted=True,
+        model=model,
+        tokens=tokens,
+    )
+    return _enter(definition, run, turn.target_state, context, entry)
+
+
+def apply_decision(
+    definition: AgentDefinition,
+    run: RunState,
+    decision: Decision,
+    *,
+    by: str | None = None,
+    comment: str = "",
+) -> TurnResult:
+    """Apply a human decision (or the gate's timeout) at an open approval gate.
+
+    Returns:
+        The verdict; rejected when no gate is open or ``by`` may not decide.
+    """
+    state = definition.states[run.state]
+    gate = state.approval
+    if run.status != "awaiting_approval" or gate is None:
+        return _reject(
+            run, f"no approval gate is open in {run.state!r}", None, kind=decision, by=by
+        )
+    if decision == "timeout":
+        target = gate.on_timeout
+        if target is None:
+            return _reject(run, f"gate {run.state!r} has no timeout", None, kind=decision, by=by)
+    else:
+        if gate.approvers and by not in gate.approvers:
+            return _reject(
+                run,
+                f"{by!r} may not decide at {run.state!r} (approvers: {', '.join(gate.approvers)})",
+                None,
+                kind=decision,
+                by=by,
+            )
+        target = gate.on_approve if decision == "approve" else gate.on_reject
+    entry = TraceEntry(
+        step=run.step,
+        kind=decision,
+        from_state=run.state,
+        to_state=target,
+        accepted=True,
+        reason=comment,
+        by=by,
+    )
+    return _enter(definition, run, target, dict(run.context), entry)
+
+
+def fail_run(run: RunState, reason: str) -> RunState:
+    """End a run in the ``failed`` status, recording why in its trace."""
+    entry = TraceEntry(
+        step=run.step,
+        kind="fail",
+        from_state=run.state,
+        to_state=None,
+        accepted=False,
+        reason=reason,
+    )
+    return run.model_copy(
+        update={"status": "failed", "end_reason": reason, "trace": (*run.trace, entry)}
+    )
+
+
+def tool_call_problem(
+    definition: AgentDefinition,
+    run: RunState,
+    tool: str,
+    arguments: Mapping[str, Any],
+    tool_schemas: Mapping[str, Mapping[str, Any]],
+) -> str | None:
+    """Say why a tool call may not execute now, or None when it may."""
+    if (reason := _not_open_reason(run)) is not None:
+        return reason
+    allowed = definition.states[run.state].tools
+    if tool not in allowed:
+        listing = ", ".join(allowed) or "none"
+        return f"tool {tool!r} is not allowed in {run.state!r}; allowed: {listing}"
+    schema = tool_schemas.get(tool)
+    if schema is None:
+        return f"tool {tool!r} is not registered"
+    error = next(iter(Draft202012Validator(dict(schema)).iter_errors(dict(arguments))), None)
+    if error is not None:
+        where = ".".join(str(p) for p in error.path) or "arguments"
+        return f"bad arguments for {tool!r}: {where}: {error.message[:200]}"
+    return None
+
+
+def parse_turn(definition: AgentDefinition, raw: str) -> TurnDecision | AutonomousDecision:
+    """Parse a model's raw reply into the turn shape of the definition's mode.
+
+    Raises:
+        TurnParseError: If the reply is not JSON or not a turn; the message says
+            what was wrong, for re-asking the model.
+    """
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise TurnParseError(
+            f"the reply is not valid JSON: {exc.msg} at column {exc.colno}"
+        ) from None
+    model = AutonomousDecision if definition.mode == "autonomous" else TurnDecision
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "reply"
+        raise TurnParseError(f"the reply is not a valid turn: {where}: {first['msg']}") from None

@@ -1,0 +1,133 @@
+"""The JSON Schema of one turn, generated from the current state.
+
+The schema is what a constrained decoder (OpenAI structured outputs, llama.cpp,
+vLLM) enforces, so an illegal move cannot even be generated there. It follows
+OpenAI's strict-mode rules so one schema serves every endpoint: every object has
+``additionalProperties: false`` and lists all its properties as required
+(optional values are nullable), and every string is bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fsm.context import key_schema
+from fsm.engine import allowed_targets, writable_keys
+from schemas.definition import AgentDefinition
+from schemas.run import RunState
+
+MESSAGE_MAX_LENGTH = 600
+REASONING_MAX_LENGTH = 300
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def context_update_schema(definition: AgentDefinition, state_id: str) -> dict[str, Any]:
+    """The ``context_update`` object: the state's writable keys, typed, null for "no news"."""
+    keys = writable_keys(definition, state_id)
+    return {
+        "type": "object",
+        "properties": {key: _nullable(key_schema(definition.context[key])) for key in keys},
+        "required": keys,
+        "additionalProperties": False,
+    }
+
+
+def _bounded(max_length: int, description: str) -> dict[str, Any]:
+    return {"type": "string", "maxLength": max_length, "description": description}
+
+
+def conversation_turn_schema(
+    definition: AgentDefinition,
+    run: RunState,
+    *,
+    message_max_length: int = MESSAGE_MAX_LENGTH,
+    reasoning_max_length: int = REASONING_MAX_LENGTH,
+) -> dict[str, Any]:
+    """The schema of a conversation turn in the run's current state."""
+    return {
+        "type": "object",
+        "properties": {
+            "reasoning": _bounded(reasoning_max_length, "brief private reasoning"),
+            "context_update": context_update_schema(definition, run.state),
+            "target_state": {"type": "string", "enum": allowed_targets(definition, run)},
+            "message": _bounded(message_max_length, "the reply to the user"),
+        },
+        "required": ["reasoning", "context_update", "target_state", "message"],
+        "additionalProperties": False,
+    }
+
+
+def autonomous_turn_schema(
+    definition: AgentDefinition,
+    run: RunState,
+    tool_schemas: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    reasoning_max_length: int = REASONING_MAX_LENGTH,
+) -> dict[str, Any]:
+    """The schema of an autonomous declaration: a transition or a tool call.
+
+    Args:
+        definition: The agent definition.
+        run: The run (its state and context decide the allowed moves).
+        tool_schemas: Argument schemas of registered tools; only the current
+            state's tools appear, each as its own variant.
+        reasoning_max_length: Bound of the reasoning string.
+    """
+    variants: list[dict[str, Any]] = [
+        {
+            "type": "object",
+            "properties": {
+                "kind": {"type": "string", "enum": ["transition"]},
+                "target_state": {"type": "string", "enum": allowed_targets(definition, run)},
+                "context_update": context_update_schema(definition, run.state),
+            },
+            "required": ["kind", "target_state", "context_update"],
+            "additionalProperties": False,
+        }
+    ]
+    schemas = tool_schemas or {}
+    for tool in definition.states[run.state].tools:
+        if tool in schemas:
+            variants.append(
+                {
+                    "type": "object",
+                    "properties": {
+                        "kind": {"type": "string", "enum": ["call_tool"]},
+                        "tool": {"type": "string", "enum": [tool]},
+                        "arguments": dict(schemas[tool]),
+                    },
+                    "required": ["kind", "tool", "arguments"],
+                    "additionalProperties": False,
+                }
+            )
+    action = variants[0] if len(variants) == 1 else {"anyOf": variants}
+    return {
+        "type": "object",
+        "properties": {
+            "reasoning": _bounded(reasoning_max_length, "brief private reasoning"),
+            "action": action,
+        },
+        "required": ["reasoning", "action"],
+        "additionalProperties": False,
+    }
+
+
+def turn_schema(
+    definition: AgentDefinition,
+    run: RunState,
+    tool_schemas: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The turn schema for the definition's mode in the run's current state.
+
+    Raises:
+        ValueError: If the run takes no turns now (ended, or waiting for approval).
+    """
+    if not allowed_targets(definition, run):
+        raise ValueError(f"the run takes no turn in state {run.state!r} ({run.status})")
+    if definition.mode == "autonomous":
+        return autonomous_turn_schema(definition, run, tool_schemas)
+    return conversation_turn_schema(definition, run)

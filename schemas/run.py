@@ -1,0 +1,62 @@
+"""The state of one run as the pure engine sees it, and its trace."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RunStatus = Literal["active", "awaiting_approval", "completed", "max_steps", "failed"]
+"""``active``: the model acts next; ``awaiting_approval``: a gate is open;
+``completed``: a terminal state was entered; ``max_steps``: the step bound ended
+the run; ``failed``: the run ended on an error it could not recover from."""
+
+TraceKind = Literal["turn", "approve", "reject", "timeout", "tool_call", "fail"]
+
+
+class TraceEntry(BaseModel):
+    """One judged event of a run: a model turn (applied or rejected) or a decision."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step: int
+    """The run's step count when the event was judged (before it was applied)."""
+    kind: TraceKind = "turn"
+    from_state: str
+    to_state: str | None
+    accepted: bool
+    reason: str = ""
+    by: str | None = None
+    model: str | None = None
+    tokens: int | None = None
+
+
+class DialogueTurn(BaseModel):
+    """One message of recent dialogue, as shown to the model."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["user", "agent", "tool"]
+    text: str
+
+
+class RunState(BaseModel):
+    """Where a run is: state, context, step count and how it ended (if it did).
+
+    Values are replaced, never mutated: the engine returns a new ``RunState``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    state: str
+    context: dict[str, Any] = Field(default_factory=dict)
+    step: int = 0
+    visits: dict[str, int] = Field(default_factory=dict)
+    status: RunStatus = "active"
+    end_reason: str | None = None
+    trace: tuple[TraceEntry, ...] = ()
+
+    @property
+    def ended(self) -> bool:
+        """True once the run can take no more turns or decisions."""
+        return self.status in ("completed", "max_steps", "failed")

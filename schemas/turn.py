@@ -1,0 +1,44 @@
+"""What a model returns for one turn, as parsed before the engine judges it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Turn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TurnDecision(_Turn):
+    """A conversation turn: the move the model picks, what it extracted, its reply."""
+
+    target_state: str
+    context_update: dict[str, Any] = Field(default_factory=dict)
+    """Keys to set; a null value means "nothing new for this key"."""
+    message: str = ""
+    reasoning: str = ""
+
+
+class TransitionAction(_Turn):
+    """An autonomous declaration: move to another state (or stay)."""
+
+    kind: Literal["transition"]
+    target_state: str
+    context_update: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCallAction(_Turn):
+    """An autonomous declaration: call one of the current state's tools."""
+
+    kind: Literal["call_tool"]
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class AutonomousDecision(_Turn):
+    """One step of an autonomous run: a transition or a tool call."""
+
+    reasoning: str = ""
+    action: Annotated[TransitionAction | ToolCallAction, Field(discriminator="kind")]

@@ -1,0 +1,1 @@
+"""Temporal workflows: ``AgentWorkflow`` (see the durable runs issue)."""
