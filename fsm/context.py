@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator, FormatChecker, ValidationError
 
 from schemas.definition import DEFAULT_STRING_BOUND, AgentDefinition, ContextKey
 from schemas.run import RunState
@@ -46,6 +46,22 @@ def key_schema(key: ContextKey) -> dict[str, Any]:
     return schema
 
 
+def _why(error: ValidationError) -> str:
+    limit = error.validator_value
+    reasons = {
+        "type": f"expected {limit}",
+        "maxLength": f"longer than {limit} characters",
+        "enum": f"not one of {limit}",
+        "format": f"not a valid {limit}",
+        "minimum": f"below the minimum {limit}",
+        "maximum": f"above the maximum {limit}",
+        "pattern": f"does not match the pattern {limit}",
+        "maxItems": f"more than {limit} items",
+    }
+    where = "".join(f"[{p}]" for p in error.path)
+    return (f"item {where}: " if where else "") + reasons.get(str(error.validator), error.message)
+
+
 def value_problem(name: str, key: ContextKey, value: Any) -> str | None:
     """Say why ``value`` does not fit the declared key, or None when it fits."""
     validator = Draft202012Validator(key_schema(key), format_checker=_FORMAT_CHECKER)
@@ -53,7 +69,7 @@ def value_problem(name: str, key: ContextKey, value: Any) -> str | None:
     if error is None:
         return None
     shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-    return f"value {shown} for key {name!r} does not fit its declaration: {error.message[:200]}"
+    return f"value {shown} for key {name!r} does not fit its declaration: {_why(error)}"
 
 
 def check_initial_context(definition: AgentDefinition, values: Mapping[str, Any]) -> list[str]:

@@ -164,9 +164,14 @@ def _pydantic_problems(error: ValidationError) -> list[Problem]:
                 message = (
                     f"{message} (got {shown!r})" if not isinstance(shown, dict | list) else message
                 )
-            problems.append(
-                Problem(f"{loc[-1]}: {message}" if loc else message, loc[:-1], anchor=loc)
-            )
+            if not loc or _model_at(loc) is not None:
+                # A model-level rule (e.g. "an array key needs items") is about the
+                # object itself, not about one of its fields.
+                problems.append(Problem(message, loc))
+            elif message.startswith(f"{loc[-1]} "):
+                problems.append(Problem(message, loc[:-1], anchor=loc))
+            else:
+                problems.append(Problem(f"{loc[-1]}: {message}", loc[:-1], anchor=loc))
     return problems
 
 

@@ -10,9 +10,16 @@ together.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 """State ids, context keys and tier names: identifiers, so they read well in
@@ -189,7 +196,7 @@ class AgentDefinition(_UserModel):
     """An agent: its persona, declared context keys and state machine."""
 
     name: str = Field(pattern=AGENT_NAME_PATTERN)
-    version: str = "1"
+    version: Annotated[str, WithJsonSchema({"type": ["string", "integer"]})] = "1"
     description: str = ""
     persona: str = ""
     mode: Literal["conversation", "autonomous"] = "conversation"

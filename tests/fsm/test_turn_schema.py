@@ -1,0 +1,89 @@
+"""Turn schemas: the enum of allowed moves, typed and bounded keys, strict shape."""
+
+from __future__ import annotations
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from fsm.engine import start_run
+from fsm.loader import parse_definition
+from fsm.turn_schema import turn_schema
+from schemas.definition import DEFAULT_STRING_BOUND, AgentDefinition
+from schemas.run import RunState
+from tests.fsm.conftest import build
+
+
+def test_conversation_schema(shop: AgentDefinition) -> None:
+    run = RunState(state="collect", context={"email": "a@b.co"}, visits={"collect": 1})
+    schema = turn_schema(shop, run)
+    Draft202012Validator.check_schema(schema)
+    assert schema["required"] == ["reasoning", "context_update", "target_state", "message"]
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["target_state"]["enum"] == ["bye", "adult", "collect"]
+    update = schema["properties"]["context_update"]
+    assert update["required"] == ["email", "age", "name"]
+    assert update["additionalProperties"] is False
+    assert update["properties"]["age"] == {
+        "anyOf": [{"type": "integer", "minimum": 0, "maximum": 150}, {"type": "null"}]
+    }
+    email = update["properties"]["email"]["anyOf"][0]
+    assert email == {"type": "string", "maxLength": DEFAULT_STRING_BOUND, "format": "email"}
+    assert schema["properties"]["message"]["maxLength"] > 0
+    assert schema["properties"]["reasoning"]["maxLength"] > 0
+
+
+def test_enum_and_array_keys() -> None:
+    data = build()
+    data["context"]["tags"] = {"type": "array", "items": {"type": "string"}, "maxItems": 3}
+    data["states"]["adult"]["collects"].append("tags")
+    definition = parse_definition(data).definition
+    run = RunState(state="adult", visits={"adult": 1})
+    update = turn_schema(definition, run)["properties"]["context_update"]["properties"]
+    assert update["plan"]["anyOf"][0] == {
+        "type": "string",
+        "enum": ["basic", "pro"],
+        "maxLength": 200,
+    }
+    assert update["tags"]["anyOf"][0] == {
+        "type": "array",
+        "items": {"type": "string", "maxLength": 200},
+        "maxItems": 3,
+    }
+
+
+def test_autonomous_schema_with_and_without_tools() -> None:
+    data = build({"mode": "autonomous"})
+    data["states"]["collect"]["tools"] = ["lookup", "unregistered"]
+    definition = parse_definition(data).definition
+    run = RunState(state="collect", visits={"collect": 1})
+    no_tools = turn_schema(definition, run)
+    Draft202012Validator.check_schema(no_tools)
+    action = no_tools["properties"]["action"]
+    assert action["properties"]["kind"]["enum"] == ["transition"]
+    tools = {
+        "lookup": {
+            "type": "object",
+            "properties": {"q": {"type": "string", "maxLength": 50}},
+            "required": ["q"],
+            "additionalProperties": False,
+        }
+    }
+    schema = turn_schema(definition, run, tools)
+    Draft202012Validator.check_schema(schema)
+    variants = schema["properties"]["action"]["anyOf"]
+    assert [v["properties"]["kind"]["enum"] for v in variants] == [["transition"], ["call_tool"]]
+    assert variants[1]["properties"]["tool"]["enum"] == ["lookup"]
+    validator = Draft202012Validator(schema)
+    call = {"kind": "call_tool", "tool": "lookup", "arguments": {"q": "x"}}
+    assert validator.is_valid({"reasoning": "", "action": call})
+    assert not validator.is_valid({"reasoning": "", "action": {**call, "tool": "unregistered"}})
+    assert not validator.is_valid({"reasoning": "", "action": {**call, "arguments": {}}})
+
+
+def test_no_schema_when_the_run_takes_no_turn(shop: AgentDefinition) -> None:
+    run = RunState(state="gate", status="awaiting_approval")
+    with pytest.raises(ValueError, match="takes no turn in state 'gate'"):
+        turn_schema(shop, run)
+    done = start_run(shop).model_copy(update={"state": "done", "status": "completed"})
+    with pytest.raises(ValueError):
+        turn_schema(shop, done)
