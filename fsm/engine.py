@@ -367,6 +367,24 @@ def apply_decision(
     return _enter(definition, run, target, dict(run.context), entry)
 
 
+def record_rejection(
+    run: RunState,
+    reason: str,
+    *,
+    target: str | None = None,
+    kind: TraceKind = "turn",
+    by: str | None = None,
+    model: str | None = None,
+    tokens: int | None = None,
+) -> RunState:
+    """Append a rejected event to the trace.
+
+    For what never reached the engine's judgement: a reply that is bad JSON or
+    breaks the schema, a model that could not be reached, an ignored decision.
+    """
+    return _reject(run, reason, target, kind=kind, by=by, model=model, tokens=tokens).run
+
+
 def fail_run(run: RunState, reason: str) -> RunState:
     """End a run in the ``failed`` status, recording why in its trace."""
     entry = TraceEntry(
@@ -406,19 +424,24 @@ def tool_call_problem(
     return None
 
 
-def parse_turn(definition: AgentDefinition, raw: str) -> TurnDecision | AutonomousDecision:
-    """Parse a model's raw reply into the turn shape of the definition's mode.
+def parse_turn(
+    definition: AgentDefinition, raw: str | Mapping[str, Any]
+) -> TurnDecision | AutonomousDecision:
+    """Parse a model's reply (raw text or decoded JSON) into the mode's turn shape.
 
     Raises:
         TurnParseError: If the reply is not JSON or not a turn; the message says
             what was wrong, for re-asking the model.
     """
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise TurnParseError(
-            f"the reply is not valid JSON: {exc.msg} at column {exc.colno}"
-        ) from None
+    if isinstance(raw, Mapping):
+        data: Any = dict(raw)
+    else:
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise TurnParseError(
+                f"the reply is not valid JSON: {exc.msg} at column {exc.colno}"
+            ) from None
     model = AutonomousDecision if definition.mode == "autonomous" else TurnDecision
     try:
         return model.model_validate(data)

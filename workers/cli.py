@@ -60,6 +60,28 @@ def cmd_diagram(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Run a worker until SIGTERM/SIGINT."""
+    import asyncio
+
+    from workers.logging import configure_logging
+    from workers.settings import Settings
+    from workers.worker import WorkerConfigError, run_worker
+
+    try:
+        settings = Settings.load()
+    except ValueError as exc:
+        print(f"fsmflow worker: invalid settings: {exc}", file=err)
+        return 2
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    try:
+        asyncio.run(run_worker(settings))
+    except (WorkerConfigError, RuntimeError) as exc:
+        print(f"fsmflow worker: {exc}", file=err)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``fsmflow`` command."""
     parser = argparse.ArgumentParser(
@@ -91,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diagram.add_argument("file", metavar="FILE")
     diagram.set_defaults(handler=cmd_diagram)
+
+    worker = commands.add_parser(
+        "worker",
+        help="run a worker (settings from the environment)",
+        description="Run an fsmflow worker: registers AgentWorkflow and the activities on "
+        "FSMFLOW_TASK_QUEUE at TEMPORAL_ADDRESS; SIGTERM drains it. See the README for "
+        "every environment variable.",
+    )
+    worker.set_defaults(handler=cmd_worker)
     return parser
 
 

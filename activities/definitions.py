@@ -1,0 +1,105 @@
+"""Resolving the definition a run uses, so that it is recorded in the run's history."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from fsm.loader import Loaded, load_file, parse_definition
+from fsm.problems import DefinitionError
+from schemas.activity import ResolvedDefinition, ResolveDefinitionInput, ResolvedRun, RunLimits
+
+DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def definition_hash(definition: Mapping[str, Any]) -> str:
+    """sha256 of a definition's canonical JSON (sorted keys, no whitespace)."""
+    canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def definition_files(agents_dir: Path) -> list[Path]:
+    """The definition files of an agents directory, sorted."""
+    if not agents_dir.is_dir():
+        return []
+    return sorted(p for p in agents_dir.iterdir() if p.suffix in DEFINITION_SUFFIXES)
+
+
+def load_agents(agents_dir: Path, *, tools: list[str] | None = None) -> dict[str, Loaded]:
+    """Load every definition of a directory, keyed by agent name and by file stem.
+
+    Raises:
+        DefinitionError: For the first invalid file (its message lists every problem).
+        FileNotFoundError: If the directory does not exist.
+    """
+    if not agents_dir.is_dir():
+        raise FileNotFoundError(f"agents directory {str(agents_dir)!r} does not exist")
+    agents: dict[str, Loaded] = {}
+    for path in definition_files(agents_dir):
+        loaded = load_file(path, tools=tools)
+        agents.setdefault(loaded.definition.name, loaded)
+        agents.setdefault(path.stem, loaded)
+    return agents
+
+
+class DefinitionActivities:
+    """Resolves agents by name from a directory, or validates inline definitions."""
+
+    def __init__(
+        self,
+        agents_dir: Path,
+        limits: RunLimits,
+        tool_schemas: Mapping[str, dict[str, Any]] | None = None,
+    ) -> None:
+        """Build the activities.
+
+        Args:
+            agents_dir: Where ``{"agent": NAME}`` is looked up (by name or file stem).
+            limits: The run limits handed to every new run.
+            tool_schemas: Argument schemas of the registered tools.
+        """
+        self._agents_dir = agents_dir
+        self._limits = limits
+        self._tool_schemas = dict(tool_schemas or {})
+
+    def _resolve(self, request: ResolveDefinitionInput) -> Loaded:
+        tools = list(self._tool_schemas)
+        if request.definition is not None:
+            return parse_definition(request.definition, source="inline definition", tools=tools)
+        agents = load_agents(self._agents_dir, tools=tools)
+        if request.agent not in agents:
+            known = sorted({loaded.definition.name for loaded in agents.values()})
+            raise LookupError(
+                f"agent {request.agent!r} is not in {str(self._agents_dir)!r} "
+                f"(agents: {', '.join(known) or 'none'})"
+            )
+        return agents[request.agent]
+
+    @activity.defn(name="fsmflow.resolve_definition")
+    async def resolve_definition(self, request: ResolveDefinitionInput) -> ResolvedRun:
+        """Load and check the run's definition; refuse it before the run starts."""
+        try:
+            loaded = self._resolve(request)
+        except (DefinitionError, LookupError, FileNotFoundError) as exc:
+            raise ApplicationError(str(exc), type="DefinitionRefused", non_retryable=True) from None
+        document = loaded.definition.model_dump(mode="json")
+        activity.logger.info("resolved agent %s from %s", loaded.definition.name, loaded.source)
+        return ResolvedRun(
+            definition=ResolvedDefinition(
+                definition=document,
+                definition_hash=definition_hash(document),
+                source=loaded.source,
+            ),
+            limits=self._limits,
+            tool_schemas={t: self._tool_schemas[t] for t in self._used_tools(loaded)},
+        )
+
+    def _used_tools(self, loaded: Loaded) -> list[str]:
+        names = {t for state in loaded.definition.states.values() for t in state.tools}
+        return sorted(names & set(self._tool_schemas))

@@ -1,0 +1,231 @@
+"""The LLM turn activity: one constrained model call through ``openai.AsyncOpenAI``.
+
+The activity only talks to the model and checks the reply against the turn schema;
+whether the move is allowed is the engine's call, made in the workflow. Failures
+that a retry can fix (transport errors, 429, 5xx, timeouts, a reply cut off at
+``max_tokens``) raise retryable errors; the rest are non-retryable with a message
+that says what to fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+import structlog
+from jsonschema import Draft202012Validator
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from schemas.activity import LlmTurnInput, LlmTurnOutput
+from workers.settings import ModelTier, Settings
+
+HEARTBEAT_SECONDS = 5.0
+
+log = structlog.get_logger("fsmflow.llm")
+
+
+@contextlib.asynccontextmanager
+async def heartbeating(every: float = HEARTBEAT_SECONDS) -> AsyncIterator[None]:
+    """Heartbeat while the body runs, so a dead worker is noticed within the timeout."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _nullable(schema: dict[str, Any]) -> bool:
+    options = schema.get("anyOf", [schema])
+    return any(option.get("type") == "null" for option in options if isinstance(option, dict))
+
+
+def fill_nulls(schema: dict[str, Any], value: Any) -> Any:
+    """Treat an omitted nullable property as null (the turn schema's meaning).
+
+    Endpoints that enforce the schema always send every key; a ``json_object``
+    endpoint or a lenient one may leave out keys it has nothing for.
+    """
+    if not isinstance(value, dict):
+        return value
+    for variant in schema.get("anyOf", []):
+        kind = variant.get("properties", {}).get("kind", {}).get("enum")
+        if kind and value.get("kind") in kind:
+            return fill_nulls(variant, value)
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return value
+    filled = dict(value)
+    for name, sub in properties.items():
+        if name not in filled:
+            if _nullable(sub):
+                filled[name] = None
+        else:
+            filled[name] = fill_nulls(sub, filled[name])
+    return filled
+
+
+def schema_problem(schema: dict[str, Any], value: Any) -> str | None:
+    """Say where a reply breaks the turn schema, or None when it fits."""
+    error = next(iter(Draft202012Validator(schema).iter_errors(value)), None)
+    if error is None:
+        return None
+    where = ".".join(str(p) for p in error.absolute_path) or "reply"
+    return f"the reply does not fit the turn schema at {where}: {error.message[:300]}"
+
+
+class LlmActivities:
+    """Model calls, with one ``AsyncOpenAI`` client per endpoint."""
+
+    def __init__(self, settings: Settings) -> None:
+        """Build the activities from the worker's settings."""
+        self._settings = settings
+        self._clients: dict[tuple[str, str], openai.AsyncOpenAI] = {}
+
+    def _client(self, tier: ModelTier) -> openai.AsyncOpenAI:
+        key = (tier.base_url, tier.api_key.get_secret_value())
+        if key not in self._clients:
+            # Temporal retries the activity; the client must not retry on its own.
+            self._clients[key] = openai.AsyncOpenAI(
+                base_url=tier.base_url,
+                api_key=tier.api_key.get_secret_value(),
+                max_retries=0,
+                timeout=self._settings.llm_timeout_seconds,
+            )
+        return self._clients[key]
+
+    def _pick(self, tier_name: str, attempt: int) -> tuple[ModelTier, bool]:
+        try:
+            tier = self._settings.tier(tier_name)
+        except KeyError as exc:
+            raise ApplicationError(
+                str(exc.args[0]), type="UnknownTier", non_retryable=True
+            ) from None
+        fallback = self._settings.fallback()
+        if fallback is not None and attempt > self._settings.fallback_after:
+            return fallback, True
+        return tier, False
+
+    def _response_format(self, request: LlmTurnInput) -> dict[str, Any]:
+        if self._settings.response_format == "json_object":
+            return {"type": "json_object"}
+        return {
+            "type": "json_schema",
+            "json_schema": {
+                "name": request.schema_name,
+                "strict": True,
+                "schema": request.turn_schema,
+            },
+        }
+
+    def _messages(self, request: LlmTurnInput) -> list[dict[str, str]]:
+        messages = list(request.messages)
+        if self._settings.response_format == "json_object":
+            # Without schema-constrained decoding the model must read the schema.
+            schema = json.dumps(request.turn_schema, separators=(",", ":"))
+            messages.insert(1, {"role": "system", "content": f"Reply JSON schema: {schema}"})
+        return messages
+
+    @activity.defn(name="fsmflow.llm_turn")
+    async def llm_turn(self, request: LlmTurnInput) -> LlmTurnOutput:
+        """Ask the state's model tier for one turn and check it against the turn schema."""
+        info = activity.info()
+        tier, used_fallback = self._pick(request.tier, info.attempt)
+        bound = log.bind(
+            workflow_id=info.workflow_id,
+            run_id=info.workflow_run_id,
+            activity=info.activity_type,
+            attempt=info.attempt,
+            where=request.label,
+            model=tier.model,
+        )
+        started = time.monotonic()
+        try:
+            async with heartbeating():
+                response = await self._client(tier).chat.completions.create(
+                    model=tier.model,
+                    messages=self._messages(request),
+                    response_format=self._response_format(request),
+                    temperature=self._settings.temperature,
+                    max_tokens=self._settings.max_tokens,
+                )
+        except openai.APIStatusError as exc:
+            retryable = exc.status_code == 429 or exc.status_code >= 500
+            bound.warning("llm_http_error", status=exc.status_code, retryable=retryable)
+            raise ApplicationError(
+                f"model endpoint {tier.base_url} answered {exc.status_code}: {_short(exc.message)}",
+                type="LlmUnavailable" if retryable else "LlmRequestRejected",
+                non_retryable=not retryable,
+            ) from None
+        except openai.APITimeoutError:
+            bound.warning("llm_timeout")
+            raise ApplicationError(
+                f"model endpoint {tier.base_url} did not answer within "
+                f"{self._settings.llm_timeout_seconds:g}s",
+                type="LlmUnavailable",
+            ) from None
+        except openai.APIConnectionError as exc:
+            bound.warning("llm_unreachable", error=str(exc))
+            raise ApplicationError(
+                f"model endpoint {tier.base_url} is unreachable: {exc}", type="LlmUnavailable"
+            ) from None
+        latency_ms = int((time.monotonic() - started) * 1000)
+        if not response.choices:
+            raise ApplicationError("the model returned no choices", type="LlmUnavailable")
+        choice = response.choices[0]
+        content = choice.message.content or ""
+        usage = response.usage
+        if choice.finish_reason == "length":
+            bound.warning("llm_truncated", max_tokens=self._settings.max_tokens)
+            raise ApplicationError(
+                f"the reply was cut off at max_tokens={self._settings.max_tokens}",
+                type="LlmTruncated",
+            )
+        problem = None
+        parsed = None
+        try:
+            parsed = json.loads(content)
+        except json.JSONDecodeError as exc:
+            problem = f"the reply is not valid JSON: {exc.msg} at column {exc.colno}"
+        if parsed is not None:
+            parsed = fill_nulls(request.turn_schema, parsed)
+            problem = schema_problem(request.turn_schema, parsed)
+        bound.info(
+            "llm_turn",
+            latency_ms=latency_ms,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            valid=problem is None,
+        )
+        return LlmTurnOutput(
+            content=content,
+            parsed=parsed if problem is None and isinstance(parsed, dict) else None,
+            problem=problem,
+            model=tier.model,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            latency_ms=latency_ms,
+            attempt=info.attempt,
+            used_fallback=used_fallback,
+            settings_echo={
+                "base_url": tier.base_url,
+                "response_format": self._settings.response_format,
+            },
+        )
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,140 @@
+"""Inputs, outputs and query results of ``AgentWorkflow``.
+
+These are what a user passes to ``temporal workflow start --input``, ``temporal
+workflow update execute --input`` and ``temporal workflow signal --input``, so
+every model a user writes forbids unknown fields.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.activity import RunLimits
+from schemas.run import DialogueTurn, RunState, RunStatus, TraceEntry
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AgentRunInput(_Input):
+    """How a run starts: ``{"agent": "support", "context": {...}, "task": "..."}``.
+
+    Exactly one of ``agent`` (a definition the worker loads from its agents
+    directory) or ``definition`` (an inline definition document) is given.
+    """
+
+    agent: str | None = None
+    definition: dict[str, Any] | None = None
+    context: dict[str, Any] = Field(default_factory=dict)
+    task: str = ""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AgentRunInput:
+        if (self.agent is None) == (self.definition is None):
+            raise ValueError('give exactly one of "agent" (a name) or "definition" (inline)')
+        return self
+
+
+class Carried(BaseModel):
+    """What a run carries across continue-as-new: compact, no full history."""
+
+    model_config = ConfigDict(frozen=True)
+
+    definition: dict[str, Any]
+    definition_hash: str
+    source: str
+    limits: RunLimits
+    tool_schemas: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    run: RunState
+    history: list[DialogueTurn] = Field(default_factory=list)
+    total_tokens: int = 0
+    generation: int = 0
+    gate_deadline: datetime | None = None
+    """When the open approval gate times out (a gate's timer survives the hand-over)."""
+
+
+class AgentWorkflowInput(AgentRunInput):
+    """``AgentRunInput`` plus what continue-as-new carries (set by fsmflow only)."""
+
+    agent: str | None = None
+    carried: Carried | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AgentWorkflowInput:
+        if self.carried is None and (self.agent is None) == (self.definition is None):
+            raise ValueError('give exactly one of "agent" (a name) or "definition" (inline)')
+        return self
+
+
+class MessageInput(_Input):
+    """A user message: ``{"text": "..."}``."""
+
+    text: str
+
+
+class DecisionInput(_Input):
+    """An approval decision as a signal (``approve`` / ``reject``): who, and why."""
+
+    by: str = ""
+    comment: str = ""
+
+
+class DecideInput(_Input):
+    """An approval decision as an update: ``{"decision": "approve", "by": "..."}``."""
+
+    decision: Literal["approve", "reject"]
+    by: str = ""
+    comment: str = ""
+
+
+class Reply(BaseModel):
+    """What ``send_message`` returns: the agent's reply and where the run is now."""
+
+    message: str
+    state: str
+    status: RunStatus
+    accepted: bool
+    """False when the model failed to produce a valid turn (the fallback was used)."""
+    step: int
+
+
+class DecisionResult(BaseModel):
+    """What ``decide`` returns."""
+
+    state: str
+    status: RunStatus
+
+
+class AgentStatus(BaseModel):
+    """The ``status`` query."""
+
+    agent: str
+    version: str
+    definition_hash: str
+    state: str
+    status: RunStatus
+    step: int
+    max_steps: int
+    waiting_for: Literal["message", "approval", "model", "nothing"]
+    end_reason: str | None
+    total_tokens: int
+    turns: int
+
+
+class AgentResult(BaseModel):
+    """The workflow's result."""
+
+    agent: str
+    state: str
+    status: RunStatus
+    end_reason: str | None
+    context: dict[str, Any]
+    """Context values, with keys declared ``secret`` redacted."""
+    steps: int
+    total_tokens: int
+    trace: list[TraceEntry]
+    """The trace tail of the last run of the chain (continue-as-new keeps a tail)."""

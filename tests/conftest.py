@@ -1,0 +1,101 @@
+"""Session fixtures with real parts: the Temporal dev server from the installed
+``temporal`` binary and a scripted OpenAI-compatible HTTP server."""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from tests.llm_server import ScriptedLlm
+from workers.binaries import temporal_cli, temporal_test_server
+from workers.settings import Settings
+from workers.worker import build_worker
+from workflows.agent import SEARCH_ATTRIBUTES
+
+ROOT = Path(__file__).parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A workflow that ends with an update or signal handler still running is a bug.
+    warnings.filterwarnings("error", message=".*[Uu]nfinished.*[Hh]andlers.*")
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(temporal_cli()),
+        search_attributes=SEARCH_ATTRIBUTES,
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture(scope="session")
+def llm() -> Iterator[ScriptedLlm]:
+    server = ScriptedLlm().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def model_name() -> str:
+    """A model name of this test's own: the scripted server keys replies by it."""
+    return f"scripted-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"tq-{uuid.uuid4().hex[:10]}"
+
+
+def make_settings(llm: ScriptedLlm, model: str, task_queue: str, **overrides: Any) -> Settings:
+    """Worker settings pointing at the scripted server, with fast retries."""
+    values: dict[str, Any] = {
+        "task_queue": task_queue,
+        "agents_dir": EXAMPLES,
+        "openai_base_url": llm.url,
+        "openai_api_key": "sk-test",
+        "models": {"default": model},
+        "llm_timeout_seconds": 5.0,
+        "graceful_shutdown_seconds": 0.0,
+    }
+    values.update(overrides)
+    return Settings.load(environ={}, **values)
+
+
+@pytest.fixture
+def settings(llm: ScriptedLlm, model_name: str, task_queue: str) -> Settings:
+    return make_settings(llm, model_name, task_queue)
+
+
+@asynccontextmanager
+async def running_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
+    """An in-process worker for one test's task queue."""
+    worker = build_worker(client, settings)
+    async with worker:
+        yield worker
+
+
+@pytest.fixture(scope="session")
+def test_server_path() -> Path:
+    return temporal_test_server()

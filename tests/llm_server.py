@@ -1,0 +1,156 @@
+"""A scripted OpenAI-compatible chat completions server on 127.0.0.1.
+
+Tests talk to it through the real ``openai`` client over real HTTP. Each test
+scripts the replies for its own model name (the worker under test is configured
+with that name), so tests sharing one server never see each other's replies.
+
+A step is one of:
+- ``{"turn": {...}}``: reply with that JSON object as the content;
+- ``{"content": "..."}``: reply with raw text (e.g. invalid JSON);
+- ``{"status": 500}``: answer with that HTTP status;
+- ``{"finish_reason": "length", "content": "..."}``: a cut-off reply;
+- any of those with ``"delay": seconds``: wait first (timeouts, crash tests);
+- a callable taking the request body and returning a step (endless scripts).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Step = dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class ScriptedLlm:
+    """The server and its scripts; ``url`` is the OpenAI base URL (``.../v1``)."""
+
+    def __init__(self) -> None:
+        self._scripts: dict[str, deque[Step]] = defaultdict(deque)
+        self._requests: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._lock = threading.Lock()
+        self.started = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                status, payload = server._respond(self.path, body)
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout test, killed worker)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def start(self) -> ScriptedLlm:
+        """Serve in a background thread."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def script(self, model: str, *steps: Step) -> None:
+        """Queue replies for requests naming ``model``."""
+        with self._lock:
+            self._scripts[model].extend(steps)
+
+    def requests(self, model: str) -> list[dict[str, Any]]:
+        """Bodies of the requests received for ``model``, oldest first."""
+        with self._lock:
+            return list(self._requests[model])
+
+    def remaining(self, model: str) -> int:
+        """Steps not yet consumed for ``model``."""
+        with self._lock:
+            return len(self._scripts[model])
+
+    def _respond(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if not path.endswith("/chat/completions"):
+            return 404, {"error": {"message": f"no route {path}"}}
+        model = str(body.get("model"))
+        with self._lock:
+            self._requests[model].append(body)
+            script = self._scripts[model]
+            step = script.popleft() if script else None
+        if step is None:
+            # 400 is not retried: a test that runs out of script fails fast and loudly.
+            return 400, {"error": {"message": f"scripted server: no reply left for {model!r}"}}
+        if callable(step):
+            step = step(body)
+        if step.get("delay"):
+            time.sleep(float(step["delay"]))
+        if "status" in step:
+            return int(step["status"]), {"error": {"message": step.get("message", "scripted")}}
+        content = json.dumps(step["turn"]) if "turn" in step else str(step.get("content", ""))
+        prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
+        usage = {
+            "prompt_tokens": prompt_chars // 4,
+            "completion_tokens": max(1, len(content) // 4),
+        }
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        return 200, {
+            "id": "chatcmpl-scripted",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": step.get("finish_reason", "stop"),
+                }
+            ],
+            "usage": usage,
+        }
+
+
+def say(target: str, message: str = "ok", **update: Any) -> dict[str, Any]:
+    """A conversation turn step."""
+    return {
+        "turn": {
+            "reasoning": "scripted",
+            "context_update": update,
+            "target_state": target,
+            "message": message,
+        }
+    }
+
+
+def move(target: str, **update: Any) -> dict[str, Any]:
+    """An autonomous transition step."""
+    return {
+        "turn": {
+            "reasoning": "scripted",
+            "action": {"kind": "transition", "target_state": target, "context_update": update},
+        }
+    }
+
+
+def call(tool: str, **arguments: Any) -> dict[str, Any]:
+    """An autonomous tool-call step."""
+    return {
+        "turn": {
+            "reasoning": "scripted",
+            "action": {"kind": "call_tool", "tool": tool, "arguments": arguments},
+        }
+    }

@@ -1,0 +1,46 @@
+"""Connecting to Temporal with fsmflow's data converter and the settings' TLS."""
+
+from __future__ import annotations
+
+from temporalio.client import Client, TLSConfig
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from workers.settings import Settings
+
+
+def _tls(settings: Settings) -> TLSConfig | bool:
+    if settings.temporal_tls_cert is None and settings.temporal_tls_ca is None:
+        # An API key (Temporal Cloud) implies TLS.
+        return settings.temporal_tls or settings.temporal_api_key is not None
+    return TLSConfig(
+        client_cert=settings.temporal_tls_cert.read_bytes() if settings.temporal_tls_cert else None,
+        client_private_key=(
+            settings.temporal_tls_key.read_bytes() if settings.temporal_tls_key else None
+        ),
+        server_root_ca_cert=settings.temporal_tls_ca.read_bytes()
+        if settings.temporal_tls_ca
+        else None,
+    )
+
+
+async def connect(settings: Settings) -> Client:
+    """A client for the settings' address and namespace (pydantic data converter).
+
+    Raises:
+        RuntimeError: If the server cannot be reached; the message names the address.
+    """
+    try:
+        return await Client.connect(
+            settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            api_key=(
+                settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
+            ),
+            tls=_tls(settings),
+            data_converter=pydantic_data_converter,
+        )
+    except RuntimeError as exc:
+        raise RuntimeError(
+            f"cannot reach Temporal at {settings.temporal_address} "
+            f"(namespace {settings.temporal_namespace!r}): {exc}"
+        ) from None

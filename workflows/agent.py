@@ -1,0 +1,524 @@
+"""``AgentWorkflow``: one execution per agent run; its deterministic code is the FSM.
+
+The workflow is a thin shell: it feeds messages, decisions and model replies to the
+pure engine in ``fsm`` and runs the effects (definition lookup, model calls) as
+activities. Everything it decides is a function of its history, so a run resumes
+exactly where it was after a worker crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    # Pure modules (no clock, randomness or I/O; see fsm/__init__.py) and pydantic
+    # models. Passing them through keeps one copy of pydantic and jsonschema
+    # instead of re-importing them in every workflow sandbox; they hold no state
+    # between calls, so sharing them cannot leak anything across runs.
+    from fsm.context import redact
+    from fsm.engine import (
+        ContextError,
+        Decision,
+        TurnParseError,
+        apply_decision,
+        apply_turn,
+        fail_run,
+        parse_turn,
+        record_rejection,
+        start_run,
+        tool_call_problem,
+    )
+    from fsm.prompt import build_messages
+    from fsm.turn_schema import turn_schema
+    from schemas.activity import (
+        LlmTurnInput,
+        LlmTurnOutput,
+        ResolvedDefinition,
+        ResolveDefinitionInput,
+        ResolvedRun,
+        RunLimits,
+    )
+    from schemas.definition import AgentDefinition
+    from schemas.run import DialogueTurn, RunState, TraceEntry
+    from schemas.turn import AutonomousDecision, ToolCallAction, TurnDecision
+    from schemas.workflow import (
+        AgentResult,
+        AgentStatus,
+        AgentWorkflowInput,
+        Carried,
+        DecideInput,
+        DecisionInput,
+        DecisionResult,
+        MessageInput,
+        Reply,
+    )
+    from workflows import policies
+
+FSM_STATE = SearchAttributeKey.for_keyword("FsmState")
+FSM_AGENT = SearchAttributeKey.for_keyword("FsmAgent")
+FSM_AWAITING_APPROVAL = SearchAttributeKey.for_bool("FsmAwaitingApproval")
+SEARCH_ATTRIBUTES = (FSM_STATE, FSM_AGENT, FSM_AWAITING_APPROVAL)
+"""Register these on the server before any run starts (``fsmflow dev up`` and the
+test fixtures do), or upserting them fails the workflow task."""
+
+DEFAULT_FALLBACK_MESSAGE = "Sorry, I could not process that. Could you say it again?"
+
+
+def _failure_message(error: BaseException) -> str:
+    """The innermost message of an activity failure, for traces and replies."""
+    cause = error.__cause__ if isinstance(error, ActivityError) and error.__cause__ else error
+    return str(getattr(cause, "message", None) or cause)
+
+
+@workflow.defn(name="AgentWorkflow")
+class AgentWorkflow:
+    """An agent run: conversation (turn per message) or autonomous (turn after turn)."""
+
+    @workflow.init
+    def __init__(self, request: AgentWorkflowInput) -> None:
+        """Set up state; a continued run restores what its predecessor carried."""
+        self._request = request
+        self._lock = asyncio.Lock()
+        self._definition: AgentDefinition | None = None
+        self._resolved: ResolvedDefinition | None = None
+        self._limits = RunLimits()
+        self._tool_schemas: dict[str, dict[str, Any]] = {}
+        self._run: RunState | None = None
+        self._history: list[DialogueTurn] = []
+        self._decision: tuple[Decision, str, str] | None = None
+        self._gate_deadline: datetime | None = None
+        self._tokens = 0
+        self._turns = 0
+        self._generation = 0
+        self._calling_model = False
+        self._published: tuple[str, str] | None = None
+        carried = request.carried
+        if carried is not None:
+            self._resolved = ResolvedDefinition(
+                definition=carried.definition,
+                definition_hash=carried.definition_hash,
+                source=carried.source,
+            )
+            self._definition = AgentDefinition.model_validate(carried.definition)
+            self._limits = carried.limits
+            self._tool_schemas = dict(carried.tool_schemas)
+            self._run = carried.run
+            self._history = list(carried.history)
+            self._tokens = carried.total_tokens
+            self._generation = carried.generation + 1
+            self._gate_deadline = carried.gate_deadline
+
+    # ----------------------------------------------------------------- main loop
+
+    @workflow.run
+    async def run(self, request: AgentWorkflowInput) -> AgentResult:
+        """Drive the run until it ends; continue as new before history grows large."""
+        if self._run is None:
+            await self._start(request)
+        self._publish()
+        definition = self._require_definition()
+        while not self._state().ended:
+            if self._should_continue_as_new():
+                await workflow.wait_condition(
+                    lambda: workflow.all_handlers_finished() and not self._lock.locked()
+                )
+                if not self._state().ended:
+                    workflow.continue_as_new(AgentWorkflowInput(carried=self._carry()))
+            elif self._state().status == "awaiting_approval":
+                await self._await_decision()
+            elif definition.mode == "autonomous":
+                await self._autonomous_turn()
+            else:
+                await workflow.wait_condition(
+                    lambda: self._state().status != "active" or self._should_continue_as_new()
+                )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._result()
+
+    async def _start(self, request: AgentWorkflowInput) -> None:
+        source = request.agent or "inline definition"
+        try:
+            resolved = await workflow.execute_activity(
+                "fsmflow.resolve_definition",
+                ResolveDefinitionInput(agent=request.agent, definition=request.definition),
+                result_type=ResolvedRun,
+                start_to_close_timeout=policies.RESOLVE_TIMEOUT,
+                retry_policy=policies.RESOLVE_RETRY,
+                summary=f"resolve definition: {source}",
+            )
+        except ActivityError as exc:
+            raise ApplicationError(
+                f"definition refused: {_failure_message(exc)}",
+                type="DefinitionRefused",
+                non_retryable=True,
+            ) from None
+        definition = AgentDefinition.model_validate(resolved.definition.definition)
+        try:
+            run = start_run(definition, request.context)
+        except ContextError as exc:
+            raise ApplicationError(
+                f"initial context refused: {exc}", type="ContextRefused", non_retryable=True
+            ) from None
+        self._resolved = resolved.definition
+        self._definition = definition
+        self._limits = resolved.limits
+        self._tool_schemas = dict(resolved.tool_schemas)
+        self._run = run
+        workflow.logger.info(
+            "run started: agent %s v%s (%s)",
+            definition.name,
+            definition.version,
+            resolved.definition.definition_hash[:12],
+        )
+
+    def _should_continue_as_new(self) -> bool:
+        return (
+            self._turns >= self._limits.continue_as_new_after
+            or workflow.info().is_continue_as_new_suggested()
+        )
+
+    def _carry(self) -> Carried:
+        run = self._state()
+        resolved = self._resolved
+        assert resolved is not None
+        return Carried(
+            definition=resolved.definition,
+            definition_hash=resolved.definition_hash,
+            source=resolved.source,
+            limits=self._limits,
+            tool_schemas=self._tool_schemas,
+            run=run.model_copy(update={"trace": run.trace[-self._limits.trace_keep :]}),
+            history=self._history[-self._limits.history_keep :],
+            total_tokens=self._tokens,
+            generation=self._generation,
+            gate_deadline=self._gate_deadline,
+        )
+
+    # ------------------------------------------------------------ state helpers
+
+    def _state(self) -> RunState:
+        if self._run is None:
+            raise ApplicationError("the run has not started yet (resolving its definition)")
+        return self._run
+
+    def _require_definition(self) -> AgentDefinition:
+        if self._definition is None:
+            raise ApplicationError("the run has not started yet (resolving its definition)")
+        return self._definition
+
+    def _set_run(self, run: RunState) -> None:
+        self._run = run
+        self._publish()
+
+    def _publish(self) -> None:
+        """Show where the run is: search attributes (Web UI filters) and details."""
+        run = self._state()
+        definition = self._require_definition()
+        key = (run.state, run.status)
+        if key == self._published:
+            return
+        self._published = key
+        workflow.upsert_search_attributes(
+            [
+                FSM_STATE.value_set(run.state),
+                FSM_AGENT.value_set(definition.name),
+                FSM_AWAITING_APPROVAL.value_set(run.status == "awaiting_approval"),
+            ]
+        )
+        details = f"**{definition.name}** in state **{run.state}** ({run.status})"
+        details += f", step {run.step}/{definition.max_steps}"
+        if run.end_reason:
+            details += f": {run.end_reason}"
+        workflow.set_current_details(details)
+
+    # ------------------------------------------------------------- model turns
+
+    async def _call_model(self, attempt: int, feedback: str) -> LlmTurnOutput:
+        definition = self._require_definition()
+        run = self._state()
+        state = definition.states[run.state]
+        label = f"llm turn: {run.state}" + (f" (re-ask {attempt - 1})" if attempt > 1 else "")
+        request = LlmTurnInput(
+            tier=state.model,
+            messages=build_messages(
+                definition, run, self._history, task=self._request.task, feedback=feedback
+            ),
+            schema_name=f"{definition.name}_{run.state}_turn",
+            turn_schema=turn_schema(definition, run, self._tool_schemas),
+            label=f"{definition.name}/{run.state}",
+        )
+        self._calling_model = True
+        try:
+            return await workflow.execute_activity(
+                "fsmflow.llm_turn",
+                request,
+                result_type=LlmTurnOutput,
+                start_to_close_timeout=policies.LLM_TIMEOUT,
+                heartbeat_timeout=policies.LLM_HEARTBEAT_TIMEOUT,
+                retry_policy=policies.LLM_RETRY,
+                summary=label,
+            )
+        finally:
+            self._calling_model = False
+
+    def _judge(self, output: LlmTurnOutput) -> tuple[TurnDecision | ToolCallAction | None, str]:
+        """Parse and apply a reply; returns the applied turn (or allowed tool call)."""
+        definition = self._require_definition()
+        run = self._state()
+        if output.problem is not None:
+            self._set_run(
+                record_rejection(run, output.problem, model=output.model, tokens=output.tokens)
+            )
+            return None, output.problem
+        try:
+            parsed = parse_turn(definition, output.parsed or output.content)
+        except TurnParseError as exc:
+            reason = str(exc)
+            self._set_run(record_rejection(run, reason, model=output.model, tokens=output.tokens))
+            return None, reason
+        if isinstance(parsed, AutonomousDecision) and isinstance(parsed.action, ToolCallAction):
+            call = parsed.action
+            problem = tool_call_problem(
+                definition, run, call.tool, call.arguments, self._tool_schemas
+            )
+            if problem is None:
+                problem = "tool execution is not available in this version of fsmflow"
+            self._set_run(
+                record_rejection(
+                    run,
+                    problem,
+                    target=f"tool:{call.tool}",
+                    model=output.model,
+                    tokens=output.tokens,
+                )
+            )
+            return None, problem
+        if isinstance(parsed, AutonomousDecision):
+            action = parsed.action
+            assert not isinstance(action, ToolCallAction)
+            turn = TurnDecision(
+                target_state=action.target_state,
+                context_update=action.context_update,
+                reasoning=parsed.reasoning,
+            )
+        else:
+            turn = parsed
+        result = apply_turn(definition, run, turn, model=output.model, tokens=output.tokens)
+        self._set_run(result.run)
+        return (turn, "") if result.accepted else (None, result.reason)
+
+    async def _valid_turn(self) -> tuple[TurnDecision | ToolCallAction | None, str]:
+        """Ask the model until a reply is applied, re-asking with the reason."""
+        feedback = ""
+        for attempt in range(1, self._limits.max_reasks + 2):
+            try:
+                output = await self._call_model(attempt, feedback)
+            except ActivityError as exc:
+                reason = f"model call failed: {_failure_message(exc)}"
+                self._set_run(record_rejection(self._state(), reason))
+                return None, reason
+            self._tokens += output.tokens
+            turn, feedback = self._judge(output)
+            if turn is not None:
+                return turn, ""
+        attempts = self._limits.max_reasks + 1
+        return None, f"no valid turn after {attempts} attempts; last problem: {feedback}"
+
+    async def _autonomous_turn(self) -> None:
+        state = self._state().state
+        turn, reason = await self._valid_turn()
+        self._turns += 1
+        if turn is None:
+            self._set_run(fail_run(self._state(), f"in state {state!r}: {reason}"))
+
+    # ---------------------------------------------------------- conversation
+
+    @workflow.update
+    async def send_message(self, message: MessageInput) -> Reply:
+        """Handle one user message; returns the agent's reply and the state after it."""
+        async with self._lock:
+            await workflow.wait_condition(lambda: self._run is not None)
+            # The run may have moved on while this message waited for the lock.
+            problem = self._message_problem(message)
+            if problem is not None:
+                raise ApplicationError(problem, type="MessageRejected", non_retryable=True)
+            self._history.append(DialogueTurn(role="user", text=message.text))
+            turn, _ = await self._valid_turn()
+            self._turns += 1
+            run = self._state()
+            if isinstance(turn, TurnDecision):
+                text = turn.message
+            else:
+                text = (
+                    self._require_definition().states[run.state].fallback_message
+                    or DEFAULT_FALLBACK_MESSAGE
+                )
+            self._history.append(DialogueTurn(role="agent", text=text))
+            del self._history[: -self._limits.history_keep]
+            return Reply(
+                message=text,
+                state=run.state,
+                status=run.status,
+                accepted=turn is not None,
+                step=run.step,
+            )
+
+    @send_message.validator
+    def _validate_message(self, message: MessageInput) -> None:
+        problem = self._message_problem(message)
+        if problem is not None:
+            raise ValueError(problem)
+
+    def _message_problem(self, message: MessageInput) -> str | None:
+        if not message.text.strip():
+            return "the message is empty"
+        if len(message.text) > self._limits.max_message_chars:
+            return (
+                f"the message has {len(message.text)} characters; "
+                f"the limit is {self._limits.max_message_chars}"
+            )
+        if self._definition is not None and self._definition.mode == "autonomous":
+            return "this is an autonomous run; it takes no messages"
+        run = self._run
+        if run is not None and run.ended:
+            return f"the run has ended ({run.end_reason})"
+        if run is not None and run.status == "awaiting_approval":
+            return f"the run is waiting for an approval decision in state {run.state!r}"
+        return None
+
+    # --------------------------------------------------------------- approval
+
+    async def _await_decision(self) -> None:
+        definition = self._require_definition()
+        run = self._state()
+        gate = definition.states[run.state].approval
+        assert gate is not None
+        timeout = None
+        if gate.timeout_seconds is not None:
+            if self._gate_deadline is None:
+                self._gate_deadline = workflow.now() + timedelta(seconds=gate.timeout_seconds)
+            timeout = max(self._gate_deadline - workflow.now(), timedelta(0))
+        try:
+            await workflow.wait_condition(
+                lambda: self._decision is not None,
+                timeout=timeout,
+                timeout_summary=f"approval timeout: {run.state} -> {gate.on_timeout}",
+            )
+        except TimeoutError:
+            self._gate_deadline = None
+            self._set_run(apply_decision(definition, run, "timeout").run)
+            return
+        assert self._decision is not None
+        kind, by, comment = self._decision
+        self._decision = None
+        result = apply_decision(definition, self._state(), kind, by=by or None, comment=comment)
+        if result.accepted:
+            self._gate_deadline = None
+        self._set_run(result.run)
+
+    def _record_signal(self, kind: Decision, decision: DecisionInput) -> None:
+        run = self._run
+        by = decision.by or None
+        if run is None:
+            workflow.logger.warning("%s signal before the run started: ignored", kind)
+        elif self._decision is not None:
+            reason = f"ignored: a decision is already pending at {run.state!r}"
+            self._set_run(record_rejection(run, reason, kind=kind, by=by))
+        elif run.status != "awaiting_approval":
+            # The engine rejects it ("no approval gate is open") and traces that.
+            self._set_run(apply_decision(self._require_definition(), run, kind, by=by).run)
+        else:
+            self._decision = (kind, decision.by, decision.comment)
+
+    @workflow.signal
+    def approve(self, decision: DecisionInput) -> None:
+        """Approve at the open gate (recorded; the run applies it)."""
+        self._record_signal("approve", decision)
+
+    @workflow.signal
+    def reject(self, decision: DecisionInput) -> None:
+        """Reject at the open gate (recorded; the run applies it)."""
+        self._record_signal("reject", decision)
+
+    @workflow.update
+    async def decide(self, decision: DecideInput) -> DecisionResult:
+        """Approve or reject at the open gate; returns where the run went."""
+        self._decision = (decision.decision, decision.by, decision.comment)
+        await workflow.wait_condition(lambda: self._decision is None)
+        run = self._state()
+        return DecisionResult(state=run.state, status=run.status)
+
+    @decide.validator
+    def _validate_decision(self, decision: DecideInput) -> None:
+        run = self._run
+        if run is None or run.status != "awaiting_approval":
+            where = f" (state {run.state!r}, {run.status})" if run is not None else ""
+            raise ValueError(f"no approval gate is open{where}")
+        if self._decision is not None:
+            raise ValueError("a decision is already being applied")
+        gate = self._require_definition().states[run.state].approval
+        if gate is not None and gate.approvers and decision.by not in gate.approvers:
+            raise ValueError(
+                f"{decision.by!r} may not decide at {run.state!r} "
+                f"(approvers: {', '.join(gate.approvers)})"
+            )
+
+    # ----------------------------------------------------------------- queries
+
+    @workflow.query
+    def status(self) -> AgentStatus:
+        """Where the run is and what it waits for."""
+        run = self._state()
+        definition = self._require_definition()
+        if run.ended:
+            waiting = "nothing"
+        elif run.status == "awaiting_approval":
+            waiting = "approval"
+        elif self._calling_model:
+            waiting = "model"
+        else:
+            waiting = "message" if definition.mode == "conversation" else "model"
+        assert self._resolved is not None
+        return AgentStatus(
+            agent=definition.name,
+            version=definition.version,
+            definition_hash=self._resolved.definition_hash,
+            state=run.state,
+            status=run.status,
+            step=run.step,
+            max_steps=definition.max_steps,
+            waiting_for=waiting,  # type: ignore[arg-type]
+            end_reason=run.end_reason,
+            total_tokens=self._tokens,
+            turns=self._turns,
+        )
+
+    @workflow.query
+    def trace(self) -> list[TraceEntry]:
+        """Every judged turn and decision of this run of the chain."""
+        return list(self._state().trace)
+
+    @workflow.query
+    def context(self) -> dict[str, Any]:
+        """Context values, with keys declared ``secret`` redacted."""
+        return redact(self._require_definition(), self._state().context)
+
+    def _result(self) -> AgentResult:
+        run = self._state()
+        definition = self._require_definition()
+        return AgentResult(
+            agent=definition.name,
+            state=run.state,
+            status=run.status,
+            end_reason=run.end_reason,
+            context=redact(definition, run.context),
+            steps=run.step,
+            total_tokens=self._tokens,
+            trace=list(run.trace),
+        )
