@@ -100,10 +100,7 @@ def _may_hold(transition: Transition, run: RunState, writable: set[str]) -> bool
         return False
     if transition.when is None:
         return True
-    read = {var.split(".")[0] for var in jsonlogic.variables(transition.when)}
-    if read & writable:
-        return True
-    return jsonlogic.truthy(jsonlogic.evaluate(transition.when, guard_data(run)))
+    return jsonlogic.may_hold(transition.when, guard_data(run), writable)
 
 
 def _ordered(state: State) -> list[Transition]:

@@ -200,3 +200,51 @@ def describe(expr: Any) -> str:
     if op in ("<", "<=") and len(args) == 3:
         return f"{describe(args[0])} {op} {describe(args[1])} {op} {describe(args[2])}"
     return f"{describe(args[0])} {op} {describe(args[1])}" if len(args) == 2 else op
+
+
+class _Unknown:
+    """A value the current turn may still set: a guard over it may go either way."""
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN: Any = _Unknown()
+
+
+def may_hold(expr: Any, data: Mapping[str, Any], unknown: frozenset[str] | set[str]) -> bool:
+    """Whether a guard can be true once the keys in ``unknown`` take any value.
+
+    Three-valued evaluation: a ``var`` of an unknown key is UNKNOWN, operators over
+    UNKNOWN give UNKNOWN, except that ``and`` with a definitely false operand is
+    false and ``or`` with a definitely true one is true. So ``revise and
+    _visits.write < 3`` is false once the rewrites are spent, whatever the turn
+    writes, and the move is not offered.
+    """
+    result = _partial(expr, data, unknown)
+    return result is UNKNOWN or truthy(result)
+
+
+def _partial(expr: Any, data: Mapping[str, Any], unknown: frozenset[str] | set[str]) -> Any:
+    if isinstance(expr, list):
+        items = [_partial(item, data, unknown) for item in expr]
+        return UNKNOWN if any(item is UNKNOWN for item in items) else items
+    if not _is_op(expr):
+        return expr
+    op, args = _args(expr)
+    if op == "var":
+        if args and isinstance(args[0], str) and args[0].split(".")[0] in unknown:
+            return UNKNOWN
+        return evaluate(expr, data)
+    values = [_partial(arg, data, unknown) for arg in args]
+    if op == "and":
+        if any(v is not UNKNOWN and not truthy(v) for v in values):
+            return False
+        return UNKNOWN if any(v is UNKNOWN for v in values) else values[-1]
+    if op == "or":
+        if any(v is not UNKNOWN and truthy(v) for v in values):
+            return True
+        return UNKNOWN if any(v is UNKNOWN for v in values) else values[-1]
+    if any(v is UNKNOWN for v in values):
+        return UNKNOWN
+    return evaluate({op: values}, data)

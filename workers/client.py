@@ -44,3 +44,29 @@ async def connect(settings: Settings) -> Client:
             f"cannot reach Temporal at {settings.temporal_address} "
             f"(namespace {settings.temporal_namespace!r}): {exc}"
         ) from None
+
+
+async def register_search_attributes(client: Client, namespace: str = "default") -> None:
+    """Register fsmflow's search attributes on a server that lacks them.
+
+    The dev server started by fsmflow registers them at start; this is for servers
+    started otherwise (the time-skipping test server, a self-hosted cluster).
+    """
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+
+    from workflows.agent import SEARCH_ATTRIBUTES
+
+    kinds = {
+        "KEYWORD": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+        "BOOL": IndexedValueType.INDEXED_VALUE_TYPE_BOOL,
+    }
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=namespace,
+            search_attributes={
+                key.name: kinds[key.indexed_value_type.name.removeprefix("INDEXED_VALUE_TYPE_")]
+                for key in SEARCH_ATTRIBUTES
+            },
+        )
+    )

@@ -1,0 +1,158 @@
+"""Autonomous runs: the research -> write -> review example through its approval
+gate (approve, reject and timeout), its rewrite bound, and failure on exhaustion."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from tests.conftest import running_worker
+from tests.llm_server import ScriptedLlm, call, move
+from tests.workflows.helpers import decide, send, signal, start, wait_for_status
+from workers.client import register_search_attributes
+from workers.settings import Settings
+
+TASK = "Write a short article on finite state machines for LLM agents."
+
+
+def to_the_gate() -> list[dict]:
+    return [
+        move("write", notes="- FSMs bound what an agent may do"),
+        move("review", draft="Draft one."),
+        move("write", verdict="revise", feedback="Add an example."),
+        move("review", draft="Draft two, with an example."),
+        move("publish_gate", verdict="approve"),
+    ]
+
+
+async def test_research_loop_through_an_approved_gate(
+    client: Client, llm: ScriptedLlm, model_name: str, settings: Settings
+) -> None:
+    llm.script(model_name, *to_the_gate())
+    async with running_worker(client, settings):
+        handle = await start(client, settings, agent="research", task=TASK)
+        waiting = await wait_for_status(handle, lambda s: s.status == "awaiting_approval")
+        with pytest.raises(WorkflowUpdateFailedError):
+            await send(handle, "autonomous runs take no messages")
+        await signal(handle, "approve", by="alice", comment="ship it")
+        result = await handle.result()
+    assert (waiting.state, waiting.waiting_for, waiting.step) == ("publish_gate", "approval", 5)
+    assert result.status == "completed" and result.state == "published"
+    assert [e.to_state for e in result.trace] == [
+        "write", "review", "write", "review", "publish_gate", "published",
+    ]
+    decision = result.trace[-1]
+    assert (decision.kind, decision.by, decision.reason) == ("approve", "alice", "ship it")
+    assert result.context["draft"] == "Draft two, with an example."
+    # The task reaches the model; autonomous turns use the declaration schema.
+    request = llm.requests(model_name)[0]
+    assert {"role": "user", "content": f"Task: {TASK}"} in request["messages"]
+    action = request["response_format"]["json_schema"]["schema"]["properties"]["action"]
+    assert action["properties"]["kind"]["enum"] == ["transition"]
+
+
+async def test_rejection_sends_the_draft_back(
+    client: Client, llm: ScriptedLlm, model_name: str, settings: Settings
+) -> None:
+    llm.script(
+        model_name,
+        *to_the_gate(),
+        move("review", draft="Draft three."),
+        move("publish_gate", verdict="approve"),
+    )
+    async with running_worker(client, settings):
+        handle = await start(client, settings, agent="research", task=TASK)
+        await wait_for_status(handle, lambda s: s.status == "awaiting_approval")
+        rejected = await decide(handle, "reject", by="bob", comment="too long")
+        await wait_for_status(handle, lambda s: s.status == "awaiting_approval" and s.step > 6)
+        approved = await decide(handle, "approve", by="alice")
+        result = await handle.result()
+    assert rejected.state in ("write", "review", "publish_gate")
+    assert approved.state == "published"
+    kinds = [(e.kind, e.to_state) for e in result.trace if e.kind != "turn"]
+    assert kinds == [("reject", "write"), ("approve", "published")]
+    assert result.context["draft"] == "Draft three."
+
+
+async def test_rewrites_are_bounded_by_the_table(
+    client: Client, llm: ScriptedLlm, model_name: str, settings: Settings
+) -> None:
+    llm.script(
+        model_name,
+        move("write", notes="notes"),
+        move("review", draft="d1"),
+        move("write", verdict="revise"),
+        move("review", draft="d2"),
+        move("write", verdict="revise"),
+        move("review", draft="d3"),
+        # write has been entered three times: another rewrite is not offered.
+        move("write", verdict="revise"),
+        move("publish_gate", verdict="revise"),
+    )
+    async with running_worker(client, settings):
+        handle = await start(client, settings, agent="research", task=TASK)
+        await wait_for_status(handle, lambda s: s.status == "awaiting_approval")
+        await signal(handle, "approve", by="alice")
+        result = await handle.result()
+    rejected = [e for e in result.trace if not e.accepted]
+    assert len(rejected) == 1 and "'write' is not one of ['publish_gate', 'review']" in (
+        rejected[0].reason
+    )
+    enum = llm.requests(model_name)[-1]["response_format"]["json_schema"]["schema"]
+    assert enum["properties"]["action"]["properties"]["target_state"]["enum"] == [
+        "publish_gate", "review",
+    ]
+    assert result.state == "published"
+
+
+async def test_exhausted_re_asks_fail_the_run_naming_the_cause(
+    client: Client, llm: ScriptedLlm, model_name: str, settings: Settings
+) -> None:
+    llm.script(
+        model_name,
+        {"content": "I think we should write now."},
+        call("web_search", query="fsm"),
+        move("published"),
+    )
+    async with running_worker(client, settings):
+        handle = await start(client, settings, agent="research", task=TASK)
+        result = await handle.result()
+    assert result.status == "failed"
+    assert result.end_reason is not None
+    assert result.end_reason.startswith("in state 'research': no valid turn after 3 attempts")
+    assert "'published' is not one of ['write', 'research']" in result.end_reason
+    reasons = [e.reason for e in result.trace]
+    assert reasons[0].startswith("the reply is not valid JSON")
+    assert "the reply does not fit the turn schema at action" in reasons[1]
+    assert result.trace[-1].kind == "fail"
+
+
+@pytest.fixture(scope="module")
+async def skipping_env(test_server_path: Path) -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(test_server_path),
+        data_converter=pydantic_data_converter,
+    )
+    await register_search_attributes(env.client)
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+async def test_undecided_gate_times_out(
+    skipping_env: WorkflowEnvironment, llm: ScriptedLlm, model_name: str, settings: Settings
+) -> None:
+    llm.script(model_name, *to_the_gate())
+    client = skipping_env.client
+    async with running_worker(client, settings):
+        handle = await start(client, settings, agent="research", task=TASK)
+        # Waiting for the result lets the test server skip the 24 h timer.
+        result = await handle.result()
+    assert result.state == "abandoned" and result.status == "completed"
+    assert result.trace[-1].kind == "timeout" and result.trace[-1].to_state == "abandoned"
