@@ -1,0 +1,101 @@
+"""A worker killed with SIGKILL mid model call; a new worker finishes the run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from schemas.workflow import AgentResult, AgentWorkflowInput
+from tests.conftest import EXAMPLES, ROOT
+from tests.llm_server import ScriptedLlm, move
+
+
+def spawn_worker(env: WorkflowEnvironment, llm: ScriptedLlm, model: str, queue: str) -> subprocess.Popen[bytes]:
+    environment = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+        "FSMFLOW_TASK_QUEUE": queue,
+        "FSMFLOW_AGENTS_DIR": str(EXAMPLES),
+        "OPENAI_BASE_URL": llm.url,
+        "OPENAI_API_KEY": "sk-test",
+        "FSMFLOW_MODEL_DEFAULT": model,
+        "FSMFLOW_LLM_TIMEOUT": "60",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers", "worker"],
+        cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+async def wait_until(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        await asyncio.sleep(0.1)
+
+
+async def test_sigkill_mid_call_then_a_new_worker_finishes(
+    temporal_env: WorkflowEnvironment, client: Client, llm: ScriptedLlm, model_name: str
+) -> None:
+    queue = f"crash-{uuid.uuid4().hex[:8]}"
+    llm.script(
+        model_name,
+        move("write", notes="facts"),
+        {"delay": 40, **move("review", draft="never delivered")},
+        move("review", draft="the draft"),
+        move("publish_gate", verdict="approve"),
+    )
+    first = spawn_worker(temporal_env, llm, model_name, queue)
+    try:
+        handle = await client.start_workflow(
+            "AgentWorkflow",
+            AgentWorkflowInput(agent="research", task="Write about FSMs"),
+            id=f"crash-{uuid.uuid4().hex[:8]}",
+            task_queue=queue,
+            result_type=AgentResult,
+        )
+        # The second model call is in flight (the server holds it): kill the worker.
+        await wait_until(lambda: len(llm.requests(model_name)) >= 2)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    second = spawn_worker(temporal_env, llm, model_name, queue)
+    try:
+        await wait_until(lambda: llm.remaining(model_name) == 0, timeout=90)
+        from tests.workflows.helpers import signal as send_signal
+        from tests.workflows.helpers import wait_for_status
+
+        await wait_for_status(handle, lambda s: s.status == "awaiting_approval", timeout=30)
+        await send_signal(handle, "approve", by="alice")
+        result = await asyncio.wait_for(handle.result(), timeout=30)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        try:
+            second.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            second.kill()
+    assert second.returncode == 0, second.stderr.read().decode() if second.stderr else ""
+    assert result.state == "published"
+    # Each completed turn appears exactly once, in order; the lost call left no trace.
+    assert [(e.to_state, e.accepted) for e in result.trace] == [
+        ("write", True), ("review", True), ("publish_gate", True), ("published", True),
+    ]
+    assert result.context["draft"] == "the draft"
+    history = await handle.fetch_history()
+    retried = [
+        e for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+        and e.activity_task_started_event_attributes.attempt > 1
+    ]
+    assert len(retried) == 1

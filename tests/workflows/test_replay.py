@@ -1,0 +1,61 @@
+"""Recorded histories replay against the current workflow code; a change to the
+transition table a recorded run depended on is detected as non-determinism."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
+from temporalio.workflow import NondeterminismError
+
+import workflows.agent
+from schemas.definition import AgentDefinition
+from workflows.agent import AgentWorkflow
+
+HISTORIES = sorted((Path(__file__).parents[1] / "histories").glob("*.json"))
+
+
+def load(path: Path) -> WorkflowHistory:
+    return WorkflowHistory.from_json(path.stem, path.read_text())
+
+
+def test_histories_are_recorded() -> None:
+    assert {p.stem for p in HISTORIES} >= {
+        "form_conversation", "research_approved", "research_rejected_then_approved",
+    }
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_recorded_history_replays(path: Path) -> None:
+    replayer = Replayer(workflows=[AgentWorkflow], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(load(path))
+    assert result.replay_failure is None
+
+
+async def test_changed_transition_table_is_detected(monkeypatch: pytest.MonkeyPatch) -> None:
+    class WithoutAskEmail:
+        """The form agent as if 'ask_name -> ask_email' had been removed from its table."""
+
+        @staticmethod
+        def model_validate(data: dict[str, Any]) -> AgentDefinition:
+            definition = AgentDefinition.model_validate(data)
+            ask_name = definition.states["ask_name"]
+            kept = [t for t in ask_name.transitions if t.target != "ask_email"]
+            states = {**definition.states, "ask_name": ask_name.model_copy(update={"transitions": kept})}
+            return definition.model_copy(update={"states": states})
+
+    history = load(Path(__file__).parents[1] / "histories" / "form_conversation.json")
+    # The sandbox would re-import the module; run unsandboxed so the patch applies.
+    replayer = Replayer(
+        workflows=[AgentWorkflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
+    assert (await replayer.replay_workflow(history)).replay_failure is None  # control
+    monkeypatch.setattr(workflows.agent, "AgentDefinition", WithoutAskEmail)
+    with pytest.raises(NondeterminismError):
+        await replayer.replay_workflow(history)
