@@ -85,8 +85,8 @@ def system_prompt(definition: AgentDefinition, run: RunState, moves: Sequence[Mo
     if definition.mode == "autonomous":
         parts.append(
             "## Reply format\nOne JSON object: "
-            '{"reasoning": short, "action": {"kind": "transition", "target_state": one of the '
-            'allowed moves, "context_update": {...}} or {"kind": "call_tool", "tool": name, '
+            '{"reasoning": short, "action": {"kind": "transition", "context_update": {...}, '
+            '"target_state": one of the allowed moves} or {"kind": "call_tool", "tool": name, '
             '"arguments": {...}}}.'
         )
     else:

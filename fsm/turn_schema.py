@@ -82,10 +82,12 @@ def autonomous_turn_schema(
             "type": "object",
             "properties": {
                 "kind": {"type": "string", "enum": ["transition"]},
-                "target_state": {"type": "string", "enum": allowed_targets(definition, run)},
+                # Keys before the move: the model writes what it found, then picks
+                # where to go (a constrained decoder generates in this order).
                 "context_update": context_update_schema(definition, run.state),
+                "target_state": {"type": "string", "enum": allowed_targets(definition, run)},
             },
-            "required": ["kind", "target_state", "context_update"],
+            "required": ["kind", "context_update", "target_state"],
             "additionalProperties": False,
         }
     ]

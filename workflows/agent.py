@@ -331,11 +331,23 @@ class AgentWorkflow:
         return None, f"no valid turn after {attempts} attempts; last problem: {feedback}"
 
     async def _autonomous_turn(self) -> None:
-        state = self._state().state
+        before = self._state()
         turn, reason = await self._valid_turn()
         self._turns += 1
+        after = self._state()
         if turn is None:
-            self._set_run(fail_run(self._state(), f"in state {state!r}: {reason}"))
+            self._set_run(fail_run(after, f"in state {before.state!r}: {reason}"))
+        elif after.state == before.state and after.context == before.context:
+            # At temperature 0 an unchanged prompt gets the same reply again; say
+            # so, so the next prompt differs and the model can make progress.
+            self._history.append(
+                DialogueTurn(
+                    role="user",
+                    text=f"Your last step stayed in {before.state!r} and changed nothing. "
+                    "Make progress: fill in the keys this state collects, or move on.",
+                )
+            )
+            del self._history[: -self._limits.history_keep]
 
     # ---------------------------------------------------------- conversation
 

@@ -19,7 +19,14 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from schemas.workflow import AgentResult, AgentWorkflowInput, DecideInput, DecisionInput, MessageInput, Reply
+from schemas.workflow import (
+    AgentResult,
+    AgentWorkflowInput,
+    DecideInput,
+    DecisionInput,
+    MessageInput,
+    Reply,
+)
 from tests.conftest import make_settings, running_worker
 from tests.llm_server import ScriptedLlm, move, say
 from workers.binaries import temporal_cli

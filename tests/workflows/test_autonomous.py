@@ -44,7 +44,12 @@ async def test_research_loop_through_an_approved_gate(
     assert (waiting.state, waiting.waiting_for, waiting.step) == ("publish_gate", "approval", 5)
     assert result.status == "completed" and result.state == "published"
     assert [e.to_state for e in result.trace] == [
-        "write", "review", "write", "review", "publish_gate", "published",
+        "write",
+        "review",
+        "write",
+        "review",
+        "publish_gate",
+        "published",
     ]
     decision = result.trace[-1]
     assert (decision.kind, decision.by, decision.reason) == ("approve", "alice", "ship it")
@@ -105,7 +110,8 @@ async def test_rewrites_are_bounded_by_the_table(
     )
     enum = llm.requests(model_name)[-1]["response_format"]["json_schema"]["schema"]
     assert enum["properties"]["action"]["properties"]["target_state"]["enum"] == [
-        "publish_gate", "review",
+        "publish_gate",
+        "review",
     ]
     assert result.state == "published"
 

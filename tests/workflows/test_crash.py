@@ -18,7 +18,9 @@ from tests.conftest import EXAMPLES, ROOT
 from tests.llm_server import ScriptedLlm, move
 
 
-def spawn_worker(env: WorkflowEnvironment, llm: ScriptedLlm, model: str, queue: str) -> subprocess.Popen[bytes]:
+def spawn_worker(
+    env: WorkflowEnvironment, llm: ScriptedLlm, model: str, queue: str
+) -> subprocess.Popen[bytes]:
     environment = {
         **os.environ,
         "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
@@ -31,7 +33,10 @@ def spawn_worker(env: WorkflowEnvironment, llm: ScriptedLlm, model: str, queue: 
     }
     return subprocess.Popen(
         [sys.executable, "-m", "workers", "worker"],
-        cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -89,12 +94,16 @@ async def test_sigkill_mid_call_then_a_new_worker_finishes(
     assert result.state == "published"
     # Each completed turn appears exactly once, in order; the lost call left no trace.
     assert [(e.to_state, e.accepted) for e in result.trace] == [
-        ("write", True), ("review", True), ("publish_gate", True), ("published", True),
+        ("write", True),
+        ("review", True),
+        ("publish_gate", True),
+        ("published", True),
     ]
     assert result.context["draft"] == "the draft"
     history = await handle.fetch_history()
     retried = [
-        e for e in history.events
+        e
+        for e in history.events
         if e.HasField("activity_task_started_event_attributes")
         and e.activity_task_started_event_attributes.attempt > 1
     ]

@@ -25,7 +25,9 @@ def load(path: Path) -> WorkflowHistory:
 
 def test_histories_are_recorded() -> None:
     assert {p.stem for p in HISTORIES} >= {
-        "form_conversation", "research_approved", "research_rejected_then_approved",
+        "form_conversation",
+        "research_approved",
+        "research_rejected_then_approved",
     }
 
 
@@ -45,7 +47,10 @@ async def test_changed_transition_table_is_detected(monkeypatch: pytest.MonkeyPa
             definition = AgentDefinition.model_validate(data)
             ask_name = definition.states["ask_name"]
             kept = [t for t in ask_name.transitions if t.target != "ask_email"]
-            states = {**definition.states, "ask_name": ask_name.model_copy(update={"transitions": kept})}
+            states = {
+                **definition.states,
+                "ask_name": ask_name.model_copy(update={"transitions": kept}),
+            }
             return definition.model_copy(update={"states": states})
 
     history = load(Path(__file__).parents[1] / "histories" / "form_conversation.json")

@@ -46,20 +46,50 @@ async def test_conversation_started_and_driven_from_the_temporal_cli(
     workflow_id = f"cli-{uuid.uuid4().hex[:8]}"
     async with running_worker(client, settings):
         await temporal(
-            temporal_env, "workflow", "start", "--type", "AgentWorkflow",
-            "--task-queue", settings.task_queue, "--workflow-id", workflow_id,
-            "--input", '{"agent": "contact_form", "context": {}}',
+            temporal_env,
+            "workflow",
+            "start",
+            "--type",
+            "AgentWorkflow",
+            "--task-queue",
+            settings.task_queue,
+            "--workflow-id",
+            workflow_id,
+            "--input",
+            '{"agent": "contact_form", "context": {}}',
         )
         reply = await temporal(
-            temporal_env, "workflow", "update", "execute", "--workflow-id", workflow_id,
-            "--name", "send_message", "--input", '{"text": "I am Ada"}',
+            temporal_env,
+            "workflow",
+            "update",
+            "execute",
+            "--workflow-id",
+            workflow_id,
+            "--name",
+            "send_message",
+            "--input",
+            '{"text": "I am Ada"}',
         )
         queried = await temporal(
-            temporal_env, "workflow", "query", "--workflow-id", workflow_id, "--name", "status",
+            temporal_env,
+            "workflow",
+            "query",
+            "--workflow-id",
+            workflow_id,
+            "--name",
+            "status",
         )
         await temporal(
-            temporal_env, "workflow", "update", "execute", "--workflow-id", workflow_id,
-            "--name", "send_message", "--input", '{"text": "actually, stop"}',
+            temporal_env,
+            "workflow",
+            "update",
+            "execute",
+            "--workflow-id",
+            workflow_id,
+            "--name",
+            "send_message",
+            "--input",
+            '{"text": "actually, stop"}',
         )
         result = await client.get_workflow_handle(workflow_id).result()
     assert isinstance(reply, dict) and reply["result"]["state"] == "ask_email"
@@ -84,14 +114,25 @@ async def test_approval_by_signal_from_the_temporal_cli(
     workflow_id = f"cli-{uuid.uuid4().hex[:8]}"
     async with running_worker(client, settings):
         await temporal(
-            temporal_env, "workflow", "start", "--type", "AgentWorkflow",
-            "--task-queue", settings.task_queue, "--workflow-id", workflow_id,
-            "--input", '{"agent": "research", "task": "Write about FSMs"}',
+            temporal_env,
+            "workflow",
+            "start",
+            "--type",
+            "AgentWorkflow",
+            "--task-queue",
+            settings.task_queue,
+            "--workflow-id",
+            workflow_id,
+            "--input",
+            '{"agent": "research", "task": "Write about FSMs"}',
         )
         listed: list = []
         for _ in range(100):
             found = await temporal(
-                temporal_env, "workflow", "list", "--query",
+                temporal_env,
+                "workflow",
+                "list",
+                "--query",
                 f"WorkflowId = '{workflow_id}' AND FsmAwaitingApproval = true",
             )
             listed = found if isinstance(found, list) else []
@@ -99,8 +140,15 @@ async def test_approval_by_signal_from_the_temporal_cli(
                 break
             await asyncio.sleep(0.2)
         await temporal(
-            temporal_env, "workflow", "signal", "--workflow-id", workflow_id,
-            "--name", "approve", "--input", '{"by": "alice", "comment": "lgtm"}',
+            temporal_env,
+            "workflow",
+            "signal",
+            "--workflow-id",
+            workflow_id,
+            "--name",
+            "approve",
+            "--input",
+            '{"by": "alice", "comment": "lgtm"}',
         )
         result = await client.get_workflow_handle(workflow_id).result()
     assert [w["execution"]["workflowId"] for w in listed] == [workflow_id]
