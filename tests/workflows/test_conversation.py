@@ -373,3 +373,21 @@ async def test_continue_as_new_preserves_state_and_context(
     # The dialogue window crossed the hand-over: the last prompt saw earlier messages.
     last_prompt = llm.requests(model_name)[-1]["messages"]
     assert any(m["content"] == "message 5" for m in last_prompt)
+
+
+async def test_fallback_model_after_repeated_failures(
+    client: Client, llm: ScriptedLlm, model_name: str
+) -> None:
+    fallback = f"{model_name}-fallback"
+    settings = make_settings(
+        llm, model_name, "tq-" + model_name, fallback_model=fallback, fallback_after=2
+    )
+    llm.script(model_name, {"status": 503}, {"status": 503})
+    llm.script(fallback, say("bye", "Goodbye from the fallback"))
+    async with running_worker(client, settings):
+        handle = await start(client, settings, definition=shop())
+        reply = await send(handle, "bye")
+        result = await handle.result()
+    assert reply.message == "Goodbye from the fallback"
+    assert result.trace[-1].model == fallback
+    assert len(llm.requests(model_name)) == 2 and len(llm.requests(fallback)) == 1
