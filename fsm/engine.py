@@ -129,9 +129,22 @@ def allowed_moves(definition: AgentDefinition, run: RunState) -> list[Move]:
             needs=tuple(k for k in transition.requires if not is_present(run.context.get(k))),
             condition=jsonlogic.describe(transition.when) if transition.when is not None else "",
         )
-    if run.state not in moves:
+    if run.state not in moves and (state.allow_stay or not moves):
+        # A state that forbids staying still offers it when no transition can
+        # hold this turn: the run must not be left without a legal move.
         moves[run.state] = Move(run.state, "stay in this state (e.g. to ask for what is missing)")
     return list(moves.values())
+
+
+def keys_every_move_needs(definition: AgentDefinition, run: RunState) -> list[str]:
+    """Missing keys that every allowed move requires: the turn must fill them in."""
+    moves = allowed_moves(definition, run)
+    if not moves:
+        return []
+    needed = set(moves[0].needs)
+    for move in moves[1:]:
+        needed &= set(move.needs)
+    return [key for key in writable_keys(definition, run.state) if key in needed]
 
 
 def allowed_targets(definition: AgentDefinition, run: RunState) -> list[str]:

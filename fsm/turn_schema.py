@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fsm.context import key_schema
-from fsm.engine import allowed_targets, writable_keys
+from fsm.engine import allowed_targets, keys_every_move_needs, writable_keys
 from schemas.definition import AgentDefinition
 from schemas.run import RunState
 
@@ -25,12 +25,22 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
-def context_update_schema(definition: AgentDefinition, state_id: str) -> dict[str, Any]:
-    """The ``context_update`` object: the state's writable keys, typed, null for "no news"."""
-    keys = writable_keys(definition, state_id)
+def context_update_schema(definition: AgentDefinition, run: RunState) -> dict[str, Any]:
+    """The ``context_update`` object: the state's writable keys, typed.
+
+    A key may be null ("nothing new") unless every allowed move requires it and it
+    is still missing: then the turn cannot be legal without it.
+    """
+    keys = writable_keys(definition, run.state)
+    needed = set(keys_every_move_needs(definition, run))
     return {
         "type": "object",
-        "properties": {key: _nullable(key_schema(definition.context[key])) for key in keys},
+        "properties": {
+            key: key_schema(definition.context[key])
+            if key in needed
+            else _nullable(key_schema(definition.context[key]))
+            for key in keys
+        },
         "required": keys,
         "additionalProperties": False,
     }
@@ -52,7 +62,7 @@ def conversation_turn_schema(
         "type": "object",
         "properties": {
             "reasoning": _bounded(reasoning_max_length, "brief private reasoning"),
-            "context_update": context_update_schema(definition, run.state),
+            "context_update": context_update_schema(definition, run),
             "target_state": {"type": "string", "enum": allowed_targets(definition, run)},
             "message": _bounded(message_max_length, "the reply to the user"),
         },
@@ -84,7 +94,7 @@ def autonomous_turn_schema(
                 "kind": {"type": "string", "enum": ["transition"]},
                 # Keys before the move: the model writes what it found, then picks
                 # where to go (a constrained decoder generates in this order).
-                "context_update": context_update_schema(definition, run.state),
+                "context_update": context_update_schema(definition, run),
                 "target_state": {"type": "string", "enum": allowed_targets(definition, run)},
             },
             "required": ["kind", "context_update", "target_state"],

@@ -187,6 +187,9 @@ class State(_UserModel):
     tools: list[str] = Field(default_factory=list)
     transitions: list[Transition] = Field(default_factory=list)
     terminal: bool = False
+    allow_stay: bool = True
+    """Whether staying in the state is a move. Autonomous states that should not
+    idle set it to false: the model must then pick a transition."""
     approval: Approval | None = None
     fallback_message: str = ""
     """Reply used when the model fails to produce a valid turn after its re-asks."""

@@ -82,6 +82,8 @@ def definitions(draw: st.DrawFn) -> AgentDefinition:
         }
         if draw(st.booleans()):
             state["sees"] = draw(st.lists(st.sampled_from(KEYS), max_size=2, unique=True))
+        if draw(st.integers(0, 3)) == 0:
+            state["allow_stay"] = False
         states[state_id] = state
     states["end"] = {"terminal": True}
     data = {

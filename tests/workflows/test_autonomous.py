@@ -123,7 +123,7 @@ async def test_exhausted_re_asks_fail_the_run_naming_the_cause(
         model_name,
         {"content": "I think we should write now."},
         call("web_search", query="fsm"),
-        move("published"),
+        move("published", notes="facts"),
     )
     async with running_worker(client, settings):
         handle = await start(client, settings, agent="research", task=TASK)
@@ -131,7 +131,8 @@ async def test_exhausted_re_asks_fail_the_run_naming_the_cause(
     assert result.status == "failed"
     assert result.end_reason is not None
     assert result.end_reason.startswith("in state 'research': no valid turn after 3 attempts")
-    assert "'published' is not one of ['write', 'research']" in result.end_reason
+    # research forbids staying and every move needs notes: notes may not be null.
+    assert "'published' is not one of ['write']" in result.end_reason
     reasons = [e.reason for e in result.trace]
     assert reasons[0].startswith("the reply is not valid JSON")
     assert "the reply does not fit the turn schema at action" in reasons[1]
