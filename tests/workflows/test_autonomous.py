@@ -105,14 +105,10 @@ async def test_rewrites_are_bounded_by_the_table(
         await signal(handle, "approve", by="alice")
         result = await handle.result()
     rejected = [e for e in result.trace if not e.accepted]
-    assert len(rejected) == 1 and "'write' is not one of ['publish_gate', 'review']" in (
-        rejected[0].reason
-    )
-    enum = llm.requests(model_name)[-1]["response_format"]["json_schema"]["schema"]
-    assert enum["properties"]["action"]["properties"]["target_state"]["enum"] == [
-        "publish_gate",
-        "review",
-    ]
+    # review forbids staying (allow_stay: false): the only move left is the gate.
+    assert len(rejected) == 1 and "'write' is not one of ['publish_gate']" in rejected[0].reason
+    schema = llm.requests(model_name)[-1]["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["action"]["properties"]["target_state"]["enum"] == ["publish_gate"]
     assert result.state == "published"
 
 
