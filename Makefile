@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install check test clean
+.PHONY: install check test demo up down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,18 @@ check: $(STAMP)
 
 test: check
 	$(BIN)/python tests/run.py $(PYTEST_ARGS)
+
+# The README's first command: the local stack (Temporal dev server, embedded
+# model, worker) and the examples end to end on it. `make down` stops the stack.
+demo: $(STAMP)
+	$(BIN)/fsmflow dev up
+	$(BIN)/fsmflow demo
+
+up: $(STAMP)
+	$(BIN)/fsmflow dev up
+
+down: $(STAMP)
+	$(BIN)/fsmflow dev down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

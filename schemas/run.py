@@ -29,6 +29,7 @@ class TraceEntry(BaseModel):
     by: str | None = None
     model: str | None = None
     tokens: int | None = None
+    latency_ms: int | None = None
 
 
 class DialogueTurn(BaseModel):

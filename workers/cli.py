@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from fsm.diagram import mermaid
 from fsm.loader import load_file
 from fsm.problems import DefinitionError
 from schemas.definition import definition_json_schema
+
+if TYPE_CHECKING:
+    from workers.settings import Settings
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -82,6 +86,76 @@ def cmd_worker(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _settings(err: TextIO) -> Settings | None:
+    from workers.settings import Settings
+
+    try:
+        return Settings.load()
+    except ValueError as exc:
+        print(f"fsmflow: invalid settings: {exc}", file=err)
+        return None
+
+
+def cmd_client(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Commands that talk to Temporal (run, chat, send, approve, reject, status, trace, ls)."""
+    from workers import commands
+
+    settings = _settings(err)
+    if settings is None:
+        return 2
+    name = args.command
+    coroutine: Any
+    if name == "run":
+        coroutine = commands.run(
+            settings, args.agent, args.input, wait=args.wait, workflow_id=args.id, out=out
+        )
+    elif name == "chat":
+        coroutine = commands.chat(settings, args.target, args.input, sys.stdin, out)
+    elif name == "send":
+        coroutine = commands.send(settings, args.workflow_id, args.text, out)
+    elif name in ("approve", "reject"):
+        coroutine = commands.decide(settings, args.workflow_id, name, args.by, args.comment, out)
+    elif name == "status":
+        coroutine = commands.status(settings, args.workflow_id, out)
+    elif name == "trace":
+        coroutine = commands.trace(settings, args.workflow_id, out)
+    else:
+        coroutine = commands.ls(settings, args.state, args.awaiting_approval, args.limit, out)
+    return commands.run_command(coroutine, err)
+
+
+def cmd_dev(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Manage the local stack."""
+    from workers import dev
+
+    ports = dev.Ports.from_env()
+    for name in ("temporal", "ui", "llm"):
+        value = getattr(args, f"{name}_port", None)
+        if value is not None:
+            setattr(ports, name, value)
+    try:
+        if args.action == "up":
+            dev.up(ports, out=out)
+        elif args.action == "down":
+            dev.down(ports, out=out)
+        else:
+            return 0 if dev.status(ports, out=out) else 1
+    except (dev.DevError, FileNotFoundError) as exc:
+        print(f"fsmflow dev {args.action}: {exc}", file=err)
+        return 1
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Run the examples end to end against the running stack."""
+    from workers import commands, demo
+
+    settings = _settings(err)
+    if settings is None:
+        return 2
+    return commands.run_command(demo.run_demo(settings, out=out), err, prefix="fsmflow demo")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``fsmflow`` command."""
     parser = argparse.ArgumentParser(
@@ -122,6 +196,92 @@ def build_parser() -> argparse.ArgumentParser:
         "every environment variable.",
     )
     worker.set_defaults(handler=cmd_worker)
+
+    run = commands.add_parser(
+        "run",
+        help="start a run of an agent",
+        description="Start a run of AGENT (a name in FSMFLOW_AGENTS_DIR, resolved by the worker).",
+    )
+    run.add_argument("agent", metavar="AGENT")
+    run.add_argument("--input", help='JSON like {"context": {...}, "task": "..."}')
+    run.add_argument("--id", help="workflow id (default: AGENT-<random>)")
+    run.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    run.set_defaults(handler=cmd_client)
+
+    chat = commands.add_parser(
+        "chat",
+        help="talk to a run in the terminal",
+        description="Start a conversation with AGENT, or continue WORKFLOW_ID; each reply "
+        "shows the state it left the run in.",
+    )
+    chat.add_argument("target", metavar="AGENT|WORKFLOW_ID")
+    chat.add_argument("--input", help="initial JSON input when starting an agent")
+    chat.set_defaults(handler=cmd_client)
+
+    send = commands.add_parser(
+        "send",
+        help="send one message to a run",
+        description="Send one message and print the reply.",
+    )
+    send.add_argument("workflow_id", metavar="WORKFLOW_ID")
+    send.add_argument("text", metavar="TEXT")
+    send.set_defaults(handler=cmd_client)
+
+    for decision in ("approve", "reject"):
+        sub = commands.add_parser(
+            decision,
+            help=f"{decision} at a run's open approval gate",
+            description=f"{decision.capitalize()} at WORKFLOW_ID's open approval gate.",
+        )
+        sub.add_argument("workflow_id", metavar="WORKFLOW_ID")
+        sub.add_argument("--by", default=os.environ.get("USER", ""), help="who decides")
+        sub.add_argument("--comment", default="", help="why")
+        sub.set_defaults(handler=cmd_client)
+
+    status = commands.add_parser(
+        "status",
+        help="show where a run is",
+        description="Show a run's state, status, step and tokens.",
+    )
+    status.add_argument("workflow_id", metavar="WORKFLOW_ID")
+    status.set_defaults(handler=cmd_client)
+
+    trace = commands.add_parser(
+        "trace",
+        help="print a run's transition trace",
+        description="Print every judged turn and decision of a run, rebuilt from its "
+        "history (works with no worker running).",
+    )
+    trace.add_argument("workflow_id", metavar="WORKFLOW_ID")
+    trace.set_defaults(handler=cmd_client)
+
+    ls = commands.add_parser(
+        "ls", help="list runs", description="List runs from the visibility store, newest first."
+    )
+    ls.add_argument("--state", help="only runs in this state")
+    ls.add_argument("--awaiting-approval", action="store_true", help="only runs at a gate")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.set_defaults(handler=cmd_client)
+
+    dev = commands.add_parser(
+        "dev",
+        help="manage the local stack (Temporal, embedded model, worker)",
+        description="Manage the local stack under .fsmflow/: the Temporal dev server, the "
+        "embedded model (unless OPENAI_BASE_URL points elsewhere) and a worker.",
+    )
+    dev.add_argument("action", choices=["up", "down", "status"])
+    dev.add_argument("--temporal-port", type=int, help="default 7233 (FSMFLOW_DEV_TEMPORAL_PORT)")
+    dev.add_argument("--ui-port", type=int, help="default 8233 (FSMFLOW_DEV_UI_PORT)")
+    dev.add_argument("--llm-port", type=int, help="default 8088 (FSMFLOW_DEV_LLM_PORT)")
+    dev.set_defaults(handler=cmd_dev)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the examples end to end on the running stack",
+        description="Start the research agent from the Temporal CLI, approve its gate, and "
+        "drive a short conversation with the form agent, printing every turn.",
+    )
+    demo.set_defaults(handler=cmd_demo)
     return parser
 
 
@@ -134,5 +294,13 @@ def main(
 
 
 def entry() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point.
+
+    Leaves with ``os._exit`` after flushing: temporalio's Rust core can abort the
+    process during interpreter teardown (sdk-python#300), which would turn a
+    finished command into a crash.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

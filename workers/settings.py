@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     temporal_tls_key: Path | None = Field(None, alias="TEMPORAL_TLS_CLIENT_KEY_PATH")
     temporal_tls_ca: Path | None = Field(None, alias="TEMPORAL_TLS_SERVER_CA_CERT_PATH")
     task_queue: str = Field(DEFAULT_TASK_QUEUE, alias="FSMFLOW_TASK_QUEUE")
+    ui_url: str = Field("http://127.0.0.1:8233", alias="FSMFLOW_UI_URL")
+    """Where the CLI points run links (the Temporal Web UI)."""
     agents_dir: Path = Field(Path("examples"), alias="FSMFLOW_AGENTS_DIR")
 
     openai_base_url: str = Field(

@@ -313,6 +313,13 @@ class AgentWorkflow:
         self._set_run(result.run)
         return (turn, "") if result.accepted else (None, result.reason)
 
+    def _stamp_latency(self, latency_ms: int) -> None:
+        """Record the model call's latency on the trace entry it produced."""
+        run = self._state()
+        if run.trace and run.trace[-1].latency_ms is None and run.trace[-1].kind == "turn":
+            last = run.trace[-1].model_copy(update={"latency_ms": latency_ms})
+            self._set_run(run.model_copy(update={"trace": (*run.trace[:-1], last)}))
+
     async def _valid_turn(self) -> tuple[TurnDecision | ToolCallAction | None, str]:
         """Ask the model until a reply is applied, re-asking with the reason."""
         feedback = ""
@@ -325,6 +332,7 @@ class AgentWorkflow:
                 return None, reason
             self._tokens += output.tokens
             turn, feedback = self._judge(output)
+            self._stamp_latency(output.latency_ms)
             if turn is not None:
                 return turn, ""
         attempts = self._limits.max_reasks + 1

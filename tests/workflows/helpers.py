@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
+from temporalio.service import RPCError
 
 from schemas.run import TraceEntry
 from schemas.workflow import (
@@ -71,7 +72,7 @@ async def wait_for_status(handle: Handle, predicate: Any, timeout: float = 20.0)
     while True:
         try:
             current = await status(handle)
-        except WorkflowQueryFailedError:  # the run has not resolved its definition yet
+        except (WorkflowQueryFailedError, RPCError):  # not started, or not resolved yet
             current = None
         if current is not None and predicate(current):
             return current

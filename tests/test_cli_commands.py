@@ -1,0 +1,239 @@
+"""Every `fsmflow` command that talks to Temporal: its happy path and its one-line
+error on bad input, run as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import uuid
+
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from tests.conftest import EXAMPLES, ROOT, running_worker
+from tests.llm_server import ScriptedLlm, move, say
+from tests.workflows.helpers import wait_for_status
+from workers.settings import Settings
+
+
+async def fsmflow(
+    env: WorkflowEnvironment,
+    settings: Settings,
+    *args: str,
+    stdin: str = "",
+    address: str | None = None,
+) -> tuple[int, str, str]:
+    environment = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": address or env.client.service_client.config.target_host,
+        "FSMFLOW_TASK_QUEUE": settings.task_queue,
+        "FSMFLOW_AGENTS_DIR": str(EXAMPLES),
+        "FSMFLOW_UI_URL": "http://ui.test",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "workers",
+        *args,
+        cwd=ROOT,
+        env=environment,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate(stdin.encode())
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+def one_line_error(code: int, err: str) -> str:
+    assert code != 0
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+async def test_run_send_status_trace_and_ls(
+    temporal_env: WorkflowEnvironment,
+    client: Client,
+    llm: ScriptedLlm,
+    model_name: str,
+    settings: Settings,
+) -> None:
+    llm.script(
+        model_name,
+        say("ask_email", "Hi Ada, your email?", name="Ada"),
+        say("cancelled", "Stopped.", cancelled=True),
+    )
+    workflow_id = f"cli-{uuid.uuid4().hex[:8]}"
+    async with running_worker(client, settings):
+        code, out, _ = await fsmflow(
+            temporal_env,
+            settings,
+            "run",
+            "contact_form",
+            "--id",
+            workflow_id,
+            "--input",
+            '{"context": {}}',
+        )
+        assert code == 0 and out.splitlines() == [
+            f"started {workflow_id}",
+            f"http://ui.test/namespaces/default/workflows/{workflow_id}",
+        ]
+        code, out, _ = await fsmflow(temporal_env, settings, "send", workflow_id, "I'm Ada")
+        assert code == 0 and out.strip() == "[ask_email · active · step 1] Hi Ada, your email?"
+        code, out, _ = await fsmflow(temporal_env, settings, "status", workflow_id)
+        assert code == 0 and "state ask_email, active, step 1/30, waiting for message" in out
+        code, out, _ = await fsmflow(
+            temporal_env, settings, "ls", "--state", "ask_email", "--limit", "500"
+        )
+        assert code == 0 and out.startswith("WORKFLOW ID") and workflow_id in out
+        await fsmflow(temporal_env, settings, "send", workflow_id, "stop please")
+    # No worker is running now: the trace is rebuilt from the history.
+    code, out, _ = await fsmflow(temporal_env, settings, "trace", workflow_id)
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert len(lines) == 2
+    assert "turn      ask_name -> ask_email  ok" in lines[0]
+    assert "ask_email -> cancelled  ok" in lines[1]
+
+
+async def test_run_wait_prints_the_result(
+    temporal_env: WorkflowEnvironment,
+    client: Client,
+    llm: ScriptedLlm,
+    model_name: str,
+    settings: Settings,
+) -> None:
+    llm.script(
+        model_name,
+        move("write", notes="n"),
+        move("review", draft="d"),
+        move("publish_gate", verdict="approve"),
+    )
+    workflow_id = f"cli-{uuid.uuid4().hex[:8]}"
+    async with running_worker(client, settings):
+        waiting = asyncio.create_task(
+            fsmflow(
+                temporal_env,
+                settings,
+                "run",
+                "research",
+                "--id",
+                workflow_id,
+                "--input",
+                '{"task": "FSMs"}',
+                "--wait",
+            )
+        )
+        handle = client.get_workflow_handle(workflow_id)
+        await wait_for_status(handle, lambda s: s.status == "awaiting_approval")
+        code, out, err = await fsmflow(
+            temporal_env, settings, "approve", workflow_id, "--by", "alice", "--comment", "ok"
+        )
+        assert code == 0, err
+        assert out.strip() == "approved by alice: now in published (completed)"
+        code, out, _ = await waiting
+    assert code == 0 and '"state": "published"' in out
+
+
+async def test_reject_and_chat(
+    temporal_env: WorkflowEnvironment,
+    client: Client,
+    llm: ScriptedLlm,
+    model_name: str,
+    settings: Settings,
+) -> None:
+    llm.script(
+        model_name,
+        say("ask_email", "Your email?", name="Ada"),
+        say("ask_phone", "Your phone?", email="ada@example.com"),
+    )
+    async with running_worker(client, settings):
+        code, out, err = await fsmflow(
+            temporal_env, settings, "chat", "contact_form", stdin="I'm Ada\nada@example.com\n\n"
+        )
+    assert code == 0, err
+    assert "[ask_email · active · step 1] Your email?" in out
+    assert "[ask_phone · active · step 2] Your phone?" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("send", "no-such-run", "hi"), "fsmflow: message refused: no workflow 'no-such-run'"),
+        (("status", "no-such-run"), "fsmflow: no workflow 'no-such-run'"),
+        (("trace", "no-such-run"), "fsmflow: no workflow 'no-such-run'"),
+        (("approve", "no-such-run"), "fsmflow: approve refused: no workflow 'no-such-run'"),
+        (("run", "contact_form", "--input", "{bad json"), "fsmflow: invalid --input: not JSON"),
+        (
+            ("run", "contact_form", "--input", '{"contxt": {}}'),
+            "fsmflow: invalid --input: contxt: Extra inputs are not permitted",
+        ),
+        (("ls", "--state", "x' OR 1=1"), "fsmflow: invalid --state"),
+        (("chat", "no_such_agent_or_run"), "fsmflow: 'no_such_agent_or_run' is neither an agent"),
+    ],
+)
+async def test_clear_one_line_errors(
+    temporal_env: WorkflowEnvironment, settings: Settings, args: tuple[str, ...], expected: str
+) -> None:
+    code, _, err = await fsmflow(temporal_env, settings, *args)
+    assert one_line_error(code, err).startswith(expected)
+
+
+async def test_unreachable_server(temporal_env: WorkflowEnvironment, settings: Settings) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, _, err = await fsmflow(temporal_env, settings, "status", "x", address=f"127.0.0.1:{port}")
+    assert one_line_error(code, err).startswith(
+        f"fsmflow: cannot reach Temporal at 127.0.0.1:{port}"
+    )
+
+
+async def test_approve_when_no_gate_is_open(
+    temporal_env: WorkflowEnvironment,
+    client: Client,
+    llm: ScriptedLlm,
+    model_name: str,
+    settings: Settings,
+) -> None:
+    async with running_worker(client, settings):
+        code, out, _ = await fsmflow(temporal_env, settings, "run", "contact_form")
+        workflow_id = out.split()[1]
+        await wait_for_status(client.get_workflow_handle(workflow_id), lambda s: True)
+        code, _, err = await fsmflow(temporal_env, settings, "reject", workflow_id)
+        await client.get_workflow_handle(workflow_id).terminate("test over")
+    assert one_line_error(code, err) == (
+        "fsmflow: reject refused: no approval gate is open (state 'ask_name', active)"
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "check",
+        "schema",
+        "diagram",
+        "worker",
+        "run",
+        "chat",
+        "send",
+        "approve",
+        "reject",
+        "status",
+        "trace",
+        "ls",
+        "dev",
+        "demo",
+    ],
+)
+async def test_every_command_has_help(
+    temporal_env: WorkflowEnvironment, settings: Settings, command: str
+) -> None:
+    code, out, _ = await fsmflow(temporal_env, settings, command, "--help")
+    assert code == 0 and out.startswith(f"usage: fsmflow {command}")

@@ -1,0 +1,103 @@
+"""What `make demo` does, on the embedded model: `fsmflow dev up`, `fsmflow demo`,
+`fsmflow dev down`, in a fresh directory on free ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES, ROOT
+from workers import local_llm
+
+pytestmark = [
+    pytest.mark.live,
+    pytest.mark.skipif(not local_llm.available(), reason="embedded model not installed"),
+]
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def fsmflow(
+    cwd: Path, env: dict[str, str], *args: str, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workers", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_demo_from_dev_up_to_dev_down(tmp_path: Path) -> None:
+    shutil.copytree(EXAMPLES, tmp_path / "examples")
+    temporal, ui, llm = free_ports(3)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("OPENAI_", "FSMFLOW_", "TEMPORAL_"))
+    }
+    env.update(
+        PYTHONPATH=str(ROOT),
+        FSMFLOW_DEV_TEMPORAL_PORT=str(temporal),
+        FSMFLOW_DEV_UI_PORT=str(ui),
+        FSMFLOW_DEV_LLM_PORT=str(llm),
+        TEMPORAL_ADDRESS=f"127.0.0.1:{temporal}",
+        FSMFLOW_UI_URL=f"http://127.0.0.1:{ui}",
+    )
+    try:
+        up = fsmflow(tmp_path, env, "dev", "up", timeout=300)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"Web UI at http://127.0.0.1:{ui}" in up.stdout
+        status = fsmflow(tmp_path, env, "dev", "status")
+        assert status.returncode == 0 and status.stdout.count("healthy") == 3, status.stdout
+        # A second `up` finds everything running and changes nothing.
+        again = fsmflow(tmp_path, env, "dev", "up")
+        assert again.stdout.count("already running") == 3, again.stdout
+
+        demo = fsmflow(tmp_path, env, "demo", timeout=900)
+        output = demo.stdout
+        assert demo.returncode == 0, output + demo.stderr
+        assert "$ temporal workflow start --type AgentWorkflow" in output
+        assert "0 illegal moves applied." in output
+        assert f"http://127.0.0.1:{ui}/namespaces/default/workflows/demo-research-" in output
+        assert "== contact_form agent (conversation)" in output
+        # The run was started and is listed through the visibility store.
+        listed = fsmflow(tmp_path, env, "ls")
+        assert listed.returncode == 0 and "demo-research-" in listed.stdout
+        for name in ("temporal", "llm", "worker"):
+            assert (tmp_path / ".fsmflow" / f"{name}.log").exists()
+        assert (tmp_path / ".fsmflow" / "temporal.db").exists()
+    finally:
+        down = fsmflow(tmp_path, env, "dev", "down", timeout=120)
+    assert down.returncode == 0
+    assert fsmflow(tmp_path, env, "dev", "status").returncode == 1
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        result = fsmflow(tmp_path, env, "dev", "up", "--temporal-port", str(port), timeout=60)
+    assert result.returncode == 1
+    assert f"port {port} for temporal is already in use" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,327 @@
+"""The ``fsmflow`` commands that talk to Temporal.
+
+run, chat, send, approve, reject, status, trace and ls.
+Each returns an exit code; expected failures (unknown workflow, unreachable
+server, invalid input) raise ``CommandError`` with one line for the user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from typing import Any, TextIO
+
+from pydantic import ValidationError
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.definitions import load_agents
+from schemas.run import TraceEntry
+from schemas.workflow import (
+    AgentResult,
+    AgentRunInput,
+    AgentStatus,
+    AgentWorkflowInput,
+    DecideInput,
+    DecisionResult,
+    MessageInput,
+    Reply,
+)
+from workers.client import connect
+from workers.settings import Settings
+
+
+class CommandError(Exception):
+    """A failure to report as one line, with a non-zero exit."""
+
+
+def _explain(error: BaseException, workflow_id: str | None = None) -> str:
+    if isinstance(error, RPCError) and error.status == RPCStatusCode.NOT_FOUND and workflow_id:
+        return f"no workflow {workflow_id!r} ({error.message})"
+    if isinstance(error, WorkflowUpdateFailedError | WorkflowFailureError):
+        cause = error.cause
+        return str(getattr(cause, "message", None) or cause or error)
+    if isinstance(error, WorkflowQueryFailedError):
+        return f"query failed: {error.message}"
+    if isinstance(error, RPCError):
+        return f"{error.message}"
+    return str(error)
+
+
+def ui_link(settings: Settings, workflow_id: str) -> str:
+    """The run's page in the Temporal Web UI."""
+    base = settings.ui_url.rstrip("/")
+    return f"{base}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}"
+
+
+def parse_input(text: str | None, agent: str) -> AgentRunInput:
+    """The ``--input`` JSON merged with the agent name, validated field by field."""
+    try:
+        data: Any = json.loads(text) if text else {}
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"invalid --input: not JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise CommandError('invalid --input: expected a JSON object like {"context": {...}}')
+    data.setdefault("agent", agent)
+    try:
+        return AgentRunInput.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "input"
+        raise CommandError(f"invalid --input: {where}: {first['msg']}") from None
+
+
+def _handle(client: Client, workflow_id: str) -> WorkflowHandle[Any, AgentResult]:
+    return client.get_workflow_handle(workflow_id, result_type=AgentResult)
+
+
+async def _client(settings: Settings) -> Client:
+    try:
+        return await connect(settings)
+    except RuntimeError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _print_reply(reply: Reply, out: TextIO) -> None:
+    flag = "" if reply.accepted else " (no valid turn; fallback reply)"
+    out.write(f"[{reply.state} · {reply.status} · step {reply.step}]{flag} {reply.message}\n")
+
+
+async def run(
+    settings: Settings,
+    agent: str,
+    raw_input: str | None,
+    *,
+    wait: bool,
+    workflow_id: str | None,
+    out: TextIO,
+) -> int:
+    """Start a run (``fsmflow run AGENT``)."""
+    request = parse_input(raw_input, agent)
+    client = await _client(settings)
+    workflow_id = workflow_id or f"{request.agent or 'inline'}-{uuid.uuid4().hex[:8]}"
+    try:
+        handle = await client.start_workflow(
+            "AgentWorkflow",
+            AgentWorkflowInput.model_validate(request.model_dump()),
+            id=workflow_id,
+            task_queue=settings.task_queue,
+            result_type=AgentResult,
+        )
+    except RPCError as exc:
+        raise CommandError(f"cannot start {workflow_id!r}: {_explain(exc)}") from None
+    out.write(f"started {handle.id}\n{ui_link(settings, handle.id)}\n")
+    if wait:
+        try:
+            result = await handle.result()
+        except WorkflowFailureError as exc:
+            raise CommandError(f"run {handle.id} failed: {_explain(exc)}") from None
+        out.write(result.model_dump_json(indent=2) + "\n")
+    return 0
+
+
+async def send(settings: Settings, workflow_id: str, text: str, out: TextIO) -> int:
+    """Send one message (``fsmflow send ID TEXT``)."""
+    client = await _client(settings)
+    try:
+        reply = await _handle(client, workflow_id).execute_update(
+            "send_message", MessageInput(text=text), result_type=Reply
+        )
+    except (WorkflowUpdateFailedError, RPCError) as exc:
+        raise CommandError(f"message refused: {_explain(exc, workflow_id)}") from None
+    _print_reply(reply, out)
+    return 0
+
+
+async def decide(
+    settings: Settings, workflow_id: str, decision: str, by: str, comment: str, out: TextIO
+) -> int:
+    """Approve or reject at the open gate (``fsmflow approve|reject ID``)."""
+    client = await _client(settings)
+    try:
+        result = await _handle(client, workflow_id).execute_update(
+            "decide",
+            DecideInput(decision=decision, by=by, comment=comment),  # type: ignore[arg-type]
+            result_type=DecisionResult,
+        )
+    except (WorkflowUpdateFailedError, RPCError) as exc:
+        raise CommandError(f"{decision} refused: {_explain(exc, workflow_id)}") from None
+    out.write(f"{decision}d by {by or 'anonymous'}: now in {result.state} ({result.status})\n")
+    return 0
+
+
+async def status(settings: Settings, workflow_id: str, out: TextIO) -> int:
+    """Print a run's status (``fsmflow status ID``); falls back to visibility data."""
+    client = await _client(settings)
+    handle = _handle(client, workflow_id)
+    try:
+        description = await handle.describe()
+    except RPCError as exc:
+        raise CommandError(_explain(exc, workflow_id)) from None
+    try:
+        current = await asyncio.wait_for(handle.query("status", result_type=AgentStatus), timeout=5)
+    except (WorkflowQueryFailedError, RPCError, TimeoutError):
+        attributes = {p.key.name: p.value for p in description.typed_search_attributes}
+        out.write(
+            f"{workflow_id}: {description.status.name if description.status else '?'}, "
+            f"state {attributes.get('FsmState', '?')}, "
+            f"awaiting approval: {attributes.get('FsmAwaitingApproval', '?')} "
+            "(no worker answered the status query)\n"
+        )
+        return 0
+    out.write(
+        f"{workflow_id}: agent {current.agent} v{current.version}, state {current.state}, "
+        f"{current.status}, step {current.step}/{current.max_steps}, "
+        f"waiting for {current.waiting_for}, {current.total_tokens} tokens"
+        + (f"\n  ended: {current.end_reason}" if current.end_reason else "")
+        + f"\n  {ui_link(settings, workflow_id)}\n"
+    )
+    return 0
+
+
+def format_entry(entry: TraceEntry) -> str:
+    """One trace line: step, kind, from -> to, verdict, model, tokens, latency."""
+    verdict = "ok" if entry.accepted else f"rejected: {entry.reason}"
+    if entry.accepted and entry.reason:
+        verdict += f" ({entry.reason})"
+    parts = [
+        f"{entry.step:>3}",
+        f"{entry.kind:<8}",
+        f"{entry.from_state} -> {entry.to_state or '-'}",
+    ]
+    details = []
+    if entry.by:
+        details.append(f"by {entry.by}")
+    if entry.model:
+        details.append(entry.model)
+    if entry.tokens is not None:
+        details.append(f"{entry.tokens} tok")
+    if entry.latency_ms is not None:
+        details.append(f"{entry.latency_ms} ms")
+    return "  ".join(parts) + f"  {verdict}" + (f"  [{', '.join(details)}]" if details else "")
+
+
+async def trace(settings: Settings, workflow_id: str, out: TextIO) -> int:
+    """Print a run's trace from its history (``fsmflow trace ID``)."""
+    from workers.history_trace import ReplayError, trace_from_history
+
+    client = await _client(settings)
+    try:
+        history = await _handle(client, workflow_id).fetch_history()
+        entries = await trace_from_history(history)
+    except RPCError as exc:
+        raise CommandError(_explain(exc, workflow_id)) from None
+    except ReplayError as exc:
+        raise CommandError(f"cannot replay {workflow_id!r}: {exc}") from None
+    for entry in entries:
+        out.write(format_entry(entry) + "\n")
+    if not entries:
+        out.write(f"{workflow_id}: no turns yet\n")
+    return 0
+
+
+async def ls(settings: Settings, state: str | None, awaiting: bool, limit: int, out: TextIO) -> int:
+    """List runs from the visibility store (``fsmflow ls``)."""
+    client = await _client(settings)
+    clauses = ["WorkflowType = 'AgentWorkflow'"]
+    if state:
+        if not state.replace("_", "").isalnum():
+            raise CommandError(f"invalid --state {state!r}: a state id is letters, digits and _")
+        clauses.append(f"FsmState = '{state}'")
+    if awaiting:
+        clauses.append("FsmAwaitingApproval = true")
+    query = " AND ".join(clauses)
+    rows = []
+    try:
+        async for execution in client.list_workflows(query, limit=limit):
+            attributes = {p.key.name: p.value for p in execution.typed_search_attributes}
+            rows.append(
+                (
+                    execution.id,
+                    str(attributes.get("FsmAgent", "-")),
+                    str(attributes.get("FsmState", "-")),
+                    "yes" if attributes.get("FsmAwaitingApproval") else "",
+                    execution.status.name.lower() if execution.status else "-",
+                    execution.start_time.strftime("%Y-%m-%d %H:%M:%S"),
+                )
+            )
+    except RPCError as exc:
+        raise CommandError(f"cannot list runs: {_explain(exc)}") from None
+    header = ("WORKFLOW ID", "AGENT", "STATE", "APPROVAL", "STATUS", "STARTED (UTC)")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        out.write(
+            "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n"
+        )
+    return 0
+
+
+async def chat(
+    settings: Settings, target: str, raw_input: str | None, inp: TextIO, out: TextIO
+) -> int:
+    """Talk to a run in the terminal (``fsmflow chat AGENT|WORKFLOW_ID``)."""
+    client = await _client(settings)
+    agents = {}
+    try:
+        agents = load_agents(settings.agents_dir)
+    except Exception:  # noqa: BLE001 - no local agents dir: the target is a workflow id
+        agents = {}
+    if target in agents:
+        request = parse_input(raw_input, target)
+        workflow_id = f"{target}-chat-{uuid.uuid4().hex[:8]}"
+        await client.start_workflow(
+            "AgentWorkflow",
+            AgentWorkflowInput.model_validate(request.model_dump()),
+            id=workflow_id,
+            task_queue=settings.task_queue,
+        )
+        out.write(f"started {workflow_id}  {ui_link(settings, workflow_id)}\n")
+    else:
+        workflow_id = target
+        try:
+            await _handle(client, workflow_id).describe()
+        except RPCError as exc:
+            raise CommandError(
+                f"{target!r} is neither an agent in {settings.agents_dir} nor a workflow: "
+                f"{_explain(exc, workflow_id)}"
+            ) from None
+    out.write("Type a message; an empty line or Ctrl-D ends the chat.\n")
+    handle = _handle(client, workflow_id)
+    while True:
+        out.write("> ")
+        out.flush()
+        line = await asyncio.get_running_loop().run_in_executor(None, inp.readline)
+        if not line or not line.strip():
+            out.write("\n")
+            return 0
+        try:
+            reply = await handle.execute_update(
+                "send_message", MessageInput(text=line.rstrip("\n")), result_type=Reply
+            )
+        except (WorkflowUpdateFailedError, RPCError) as exc:
+            out.write(f"! {_explain(exc, workflow_id)}\n")
+            continue
+        _print_reply(reply, out)
+        if reply.status == "awaiting_approval":
+            out.write(f"! waiting for approval: fsmflow approve {workflow_id}\n")
+        if reply.status in ("completed", "max_steps", "failed"):
+            return 0
+
+
+def run_command(coro: Any, err: TextIO = sys.stderr, prefix: str = "fsmflow") -> int:
+    """Run a command coroutine, turning expected failures into one line."""
+    try:
+        return int(asyncio.run(coro))
+    except CommandError as exc:
+        err.write(f"{prefix}: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,194 @@
+"""``fsmflow demo``: the examples end to end on the running stack.
+
+1. The research agent is started from the Temporal CLI (``temporal workflow
+   start``), its state changes are printed as they happen, and its approval gate
+   is approved with ``temporal workflow signal``.
+2. A short conversation with the form agent, every turn printed.
+3. Every trace is checked: each applied move is one the table allows.
+
+The embedded model is tiny; the demo shows that the structure holds whatever it
+says (a weak model gets re-asked, or the run ends in a defined way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+import uuid
+from typing import Any, TextIO
+
+from temporalio.client import Client
+
+from activities.definitions import load_agents
+from schemas.definition import AgentDefinition
+from schemas.run import TraceEntry
+from schemas.workflow import AgentResult, AgentStatus, MessageInput, Reply
+from workers.binaries import temporal_cli
+from workers.commands import CommandError, _client, format_entry, ui_link
+from workers.settings import Settings
+
+TASK = "Write a short article on why LLM agents benefit from finite state machines."
+MESSAGES = [
+    "Hi! My name is Ada Lovelace.",
+    "My email is ada@example.com",
+    "I'd rather not share my phone number.",
+    "Yes, that's all correct.",
+]
+
+
+def illegal_moves(definition: AgentDefinition, trace: list[TraceEntry]) -> list[TraceEntry]:
+    """Applied entries that follow no transition, approval edge or stay."""
+    wrong = []
+    for entry in trace:
+        if not entry.accepted or entry.to_state is None:
+            continue
+        state = definition.states[entry.from_state]
+        targets = {t.target for t in state.transitions} | {entry.from_state}
+        if state.approval is not None:
+            gate = state.approval
+            targets |= {gate.on_approve, gate.on_reject, gate.on_timeout or gate.on_approve}
+        if entry.to_state not in targets:
+            wrong.append(entry)
+    return wrong
+
+
+def _temporal(settings: Settings, *args: str) -> str:
+    command = [
+        str(temporal_cli()),
+        *args,
+        "--address",
+        settings.temporal_address,
+        "--namespace",
+        settings.temporal_namespace,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+    if result.returncode != 0:
+        raise CommandError(f"temporal {' '.join(args[:2])} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+async def _watch(
+    client: Client, workflow_id: str, out: TextIO, timeout: float = 600
+) -> AgentStatus:
+    """Print state changes until the run waits for approval or ends."""
+    handle = client.get_workflow_handle(workflow_id)
+    last = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status = await handle.query("status", result_type=AgentStatus)
+        except Exception:  # noqa: BLE001 - not started yet
+            await asyncio.sleep(0.3)
+            continue
+        key = (status.state, status.status)
+        if key != last:
+            out.write(f"    state: {status.state:<14} {status.status:<18} step {status.step}\n")
+            out.flush()
+            last = key
+        if status.status != "active":
+            return status
+        await asyncio.sleep(0.3)
+    raise CommandError(f"{workflow_id} did not reach its gate or end within {timeout:.0f}s")
+
+
+def _print_trace(trace: list[TraceEntry], out: TextIO) -> None:
+    for entry in trace:
+        out.write("    " + format_entry(entry) + "\n")
+
+
+async def research(settings: Settings, client: Client, out: TextIO) -> list[TraceEntry]:
+    """Start the research agent with the Temporal CLI, follow it, approve its gate."""
+    workflow_id = f"demo-research-{uuid.uuid4().hex[:6]}"
+    payload = json.dumps({"agent": "research", "task": TASK})
+    out.write(
+        f"\n== research agent (autonomous), started with the Temporal CLI\n"
+        f"$ temporal workflow start --type AgentWorkflow --task-queue {settings.task_queue} "
+        f"--workflow-id {workflow_id} --input '{payload}'\n"
+    )
+    _temporal(
+        settings,
+        "workflow",
+        "start",
+        "--type",
+        "AgentWorkflow",
+        "--task-queue",
+        settings.task_queue,
+        "--workflow-id",
+        workflow_id,
+        "--input",
+        payload,
+    )
+    status = await _watch(client, workflow_id, out)
+    if status.status == "awaiting_approval":
+        decision = json.dumps({"by": "demo", "comment": "approved by the demo"})
+        out.write(
+            f"$ temporal workflow signal --workflow-id {workflow_id} --name approve "
+            f"--input '{decision}'\n"
+        )
+        _temporal(
+            settings,
+            "workflow",
+            "signal",
+            "--workflow-id",
+            workflow_id,
+            "--name",
+            "approve",
+            "--input",
+            decision,
+        )
+    result = await client.get_workflow_handle(workflow_id, result_type=AgentResult).result()
+    out.write(
+        f"    ended: {result.status} in {result.state} ({result.end_reason}); "
+        f"{result.total_tokens} tokens\n"
+    )
+    _print_trace(result.trace, out)
+    out.write(f"    Web UI: {ui_link(settings, workflow_id)}\n")
+    return result.trace
+
+
+async def form(settings: Settings, client: Client, out: TextIO) -> list[TraceEntry]:
+    """A short conversation with the form agent, each turn printed."""
+    workflow_id = f"demo-form-{uuid.uuid4().hex[:6]}"
+    out.write("\n== contact_form agent (conversation)\n")
+    handle = await client.start_workflow(
+        "AgentWorkflow", {"agent": "contact_form"}, id=workflow_id, task_queue=settings.task_queue
+    )
+    for text in MESSAGES:
+        out.write(f"  user> {text}\n")
+        started = time.monotonic()
+        reply = await handle.execute_update(
+            "send_message", MessageInput(text=text), result_type=Reply
+        )
+        elapsed = time.monotonic() - started
+        flag = "" if reply.accepted else " (fallback: no valid turn)"
+        out.write(f"  agent [{reply.state}, {elapsed:.1f}s]{flag}> {reply.message}\n")
+        if reply.status != "active":
+            break
+    trace: list[TraceEntry] = await handle.query("trace", result_type=list[TraceEntry])
+    _print_trace(trace, out)
+    status = await handle.query("status", result_type=AgentStatus)
+    if status.status == "active":
+        await handle.terminate("demo over")
+        out.write("    (the demo ends the conversation here)\n")
+    out.write(f"    Web UI: {ui_link(settings, workflow_id)}\n")
+    return trace
+
+
+async def run_demo(settings: Settings, *, out: TextIO) -> int:
+    """Run both examples; exit 1 if any applied move was not a legal one."""
+    client = await _client(settings)
+    agents: dict[str, Any] = load_agents(settings.agents_dir)
+    traces = {
+        "research": await research(settings, client, out),
+        "contact_form": await form(settings, client, out),
+    }
+    wrong = [e for name, t in traces.items() for e in illegal_moves(agents[name].definition, t)]
+    turns = sum(1 for t in traces.values() for e in t if e.kind == "turn")
+    rejected = sum(1 for t in traces.values() for e in t if e.kind == "turn" and not e.accepted)
+    out.write(
+        f"\n{turns} model turns, {rejected} rejected and re-asked, "
+        f"{len(wrong)} illegal moves applied.\n"
+    )
+    return 1 if wrong else 0

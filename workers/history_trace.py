@@ -1,0 +1,61 @@
+"""A run's trace rebuilt from its event history, with no worker running.
+
+The workflow code itself is replayed (unsandboxed), through a subclass that
+records every run state it sets, so the trace is exactly what the run computed.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from temporalio import workflow
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
+
+from schemas.run import RunState, TraceEntry
+from schemas.workflow import AgentResult, AgentWorkflowInput
+from workflows.agent import AgentWorkflow
+
+_lock = threading.Lock()
+_captured: list[RunState] = []
+
+
+@workflow.defn(name="AgentWorkflow", sandboxed=False)
+class _CapturingAgentWorkflow(AgentWorkflow):
+    """``AgentWorkflow`` that records each run state, for replay only."""
+
+    @workflow.run
+    async def run(self, request: AgentWorkflowInput) -> AgentResult:
+        """Run the real workflow code."""
+        return await super().run(request)
+
+    def _publish(self) -> None:
+        # Called at start and after every change of the run (see AgentWorkflow._set_run).
+        _captured.append(self._state())
+        super()._publish()
+
+
+class ReplayError(Exception):
+    """The history cannot be replayed with the current workflow code."""
+
+
+async def trace_from_history(history: WorkflowHistory) -> list[TraceEntry]:
+    """Replay ``history`` and return the trace of the run's last known state.
+
+    Raises:
+        ReplayError: If the replay fails before any state was recorded.
+    """
+    replayer = Replayer(
+        workflows=[_CapturingAgentWorkflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
+    with _lock:
+        _captured.clear()
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        states = list(_captured)
+        _captured.clear()
+    if result.replay_failure is not None and not states:
+        raise ReplayError(str(result.replay_failure))
+    return list(states[-1].trace) if states else []
