@@ -48,7 +48,9 @@ def illegal_moves(definition: AgentDefinition, trace: list[TraceEntry]) -> list[
         targets = {t.target for t in state.transitions} | {entry.from_state}
         if state.approval is not None:
             gate = state.approval
-            targets |= {gate.on_approve, gate.on_reject, gate.on_timeout or gate.on_approve}
+            targets |= {gate.on_approve, gate.on_reject}
+            if gate.on_timeout is not None:
+                targets.add(gate.on_timeout)
         if entry.to_state not in targets:
             wrong.append(entry)
     return wrong

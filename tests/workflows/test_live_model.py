@@ -14,10 +14,12 @@ import pytest
 from temporalio.client import Client
 
 from fsm.loader import load_file
+from schemas.run import TraceEntry
 from tests.conftest import EXAMPLES, ROOT, make_settings, running_worker
 from tests.llm_server import ScriptedLlm
 from tests.workflows.helpers import send, start, wait_for_status
 from workers import local_llm
+from workers.demo import illegal_moves
 from workers.settings import DEFAULT_LOCAL_MODEL
 
 pytestmark = [
@@ -60,21 +62,6 @@ def local_model_url() -> Iterator[str]:
         process.wait(timeout=20)
 
 
-def legal(trace, definition) -> bool:
-    """Every accepted move follows a transition, an approval edge, or stays."""
-    for entry in trace:
-        if not entry.accepted or entry.to_state is None:
-            continue
-        state = definition.states[entry.from_state]
-        targets = {t.target for t in state.transitions} | {entry.from_state}
-        if state.approval is not None:
-            gate = state.approval
-            targets |= {gate.on_approve, gate.on_reject, gate.on_timeout}
-        if entry.to_state not in targets:
-            return False
-    return True
-
-
 async def test_form_conversation_on_the_embedded_model(
     client: Client, llm: ScriptedLlm, local_model_url: str, task_queue: str
 ) -> None:
@@ -93,16 +80,10 @@ async def test_form_conversation_on_the_embedded_model(
             replies.append(await send(handle, text))
             if replies[-1].status != "active":
                 break
-        entries = await handle.query("trace")
+        entries = await handle.query("trace", result_type=list[TraceEntry])
         await handle.terminate("test over")
     assert all(r.message.strip() for r in replies)
-    assert legal([type(e) if False else e for e in map(_entry, entries)], definition)
-
-
-def _entry(raw):
-    from schemas.run import TraceEntry
-
-    return TraceEntry.model_validate(raw) if isinstance(raw, dict) else raw
+    assert entries and illegal_moves(definition, entries) == []
 
 
 async def test_research_agent_on_the_embedded_model(
@@ -123,5 +104,5 @@ async def test_research_agent_on_the_embedded_model(
             await handle.signal("approve", {"by": "ci", "comment": "live test"})
         result = await handle.result()
     assert result.status in ("completed", "failed", "max_steps")
-    assert legal(result.trace, definition)
+    assert illegal_moves(definition, result.trace) == []
     assert result.total_tokens > 0
