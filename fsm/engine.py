@@ -121,7 +121,15 @@ def allowed_moves(definition: AgentDefinition, run: RunState) -> list[Move]:
     writable = set(writable_keys(definition, run.state))
     moves: dict[str, Move] = {}
     for transition in _ordered(state):
-        if transition.target in moves or not _may_hold(transition, run, writable):
+        if not _may_hold(transition, run, writable):
+            continue
+        if transition.target in moves:
+            # Several transitions to one target: the move needs only what all of
+            # them need (any one of them may apply).
+            known = moves[transition.target]
+            missing = {k for k in transition.requires if not is_present(run.context.get(k))}
+            needs = tuple(k for k in known.needs if k in missing)
+            moves[transition.target] = Move(known.target, known.description, needs, known.condition)
             continue
         moves[transition.target] = Move(
             target=transition.target,

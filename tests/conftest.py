@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -24,6 +26,13 @@ from workflows.agent import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).parents[1]
 EXAMPLES = ROOT / "examples"
+
+
+# CI explores the same examples every run (a red CI must be reproducible);
+# local runs explore new ones each time.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -83,8 +92,8 @@ def make_settings(llm: ScriptedLlm, model: str, task_queue: str, **overrides: An
     return Settings.load(environ={}, **values)
 
 
-@pytest.fixture
-def settings(llm: ScriptedLlm, model_name: str, task_queue: str) -> Settings:
+@pytest.fixture(name="settings")
+def worker_settings(llm: ScriptedLlm, model_name: str, task_queue: str) -> Settings:
     return make_settings(llm, model_name, task_queue)
 
 

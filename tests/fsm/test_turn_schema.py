@@ -87,3 +87,19 @@ def test_no_schema_when_the_run_takes_no_turn(shop: AgentDefinition) -> None:
     done = start_run(shop).model_copy(update={"state": "done", "status": "completed"})
     with pytest.raises(ValueError):
         turn_schema(shop, done)
+
+
+def test_two_transitions_to_one_target_need_only_what_both_need() -> None:
+    # Found by hypothesis: the stricter transition must not make a key mandatory
+    # when another transition to the same target needs nothing.
+    data = build()
+    greeting = data["states"]["greeting"]
+    greeting["allow_stay"] = False
+    greeting["transitions"] = [
+        {"target": "collect", "requires": ["name"], "priority": 0},
+        {"target": "collect"},
+    ]
+    definition = parse_definition(data).definition
+    run = RunState(state="greeting", visits={"greeting": 1})
+    name = turn_schema(definition, run)["properties"]["context_update"]["properties"]["name"]
+    assert name["anyOf"][-1] == {"type": "null"}
