@@ -48,7 +48,7 @@ def fsmflow(
 
 def test_demo_from_dev_up_to_dev_down(tmp_path: Path) -> None:
     shutil.copytree(EXAMPLES, tmp_path / "examples")
-    temporal, ui, llm = free_ports(3)
+    temporal, ui, llm, health, metrics = free_ports(5)
     env = {
         key: value
         for key, value in os.environ.items()
@@ -59,6 +59,8 @@ def test_demo_from_dev_up_to_dev_down(tmp_path: Path) -> None:
         FSMFLOW_DEV_TEMPORAL_PORT=str(temporal),
         FSMFLOW_DEV_UI_PORT=str(ui),
         FSMFLOW_DEV_LLM_PORT=str(llm),
+        FSMFLOW_DEV_HEALTH_PORT=str(health),
+        FSMFLOW_DEV_METRICS_PORT=str(metrics),
         TEMPORAL_ADDRESS=f"127.0.0.1:{temporal}",
         FSMFLOW_UI_URL=f"http://127.0.0.1:{ui}",
     )

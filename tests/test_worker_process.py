@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+import uuid
 from pathlib import Path
 
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from schemas.workflow import AgentWorkflowInput, MessageInput, Reply
 from tests.conftest import EXAMPLES, ROOT
+from tests.llm_server import ScriptedLlm, say
 
 
 def run_worker(env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -59,7 +66,25 @@ def test_unreachable_temporal_names_the_address() -> None:
     assert "Traceback" not in result.stderr
 
 
-async def test_sigterm_stops_the_worker_cleanly(temporal_env: WorkflowEnvironment) -> None:
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def test_probes_metrics_and_sigterm_drain(
+    temporal_env: WorkflowEnvironment, client: Client, llm: ScriptedLlm, model_name: str
+) -> None:
+    health, metrics = free_port(), free_port()
+    queue = f"probe-{model_name}"
     process = subprocess.Popen(
         [sys.executable, "-m", "workers", "worker"],
         cwd=ROOT,
@@ -67,22 +92,50 @@ async def test_sigterm_stops_the_worker_cleanly(temporal_env: WorkflowEnvironmen
             **os.environ,
             "FSMFLOW_AGENTS_DIR": str(EXAMPLES),
             "TEMPORAL_ADDRESS": temporal_env.client.service_client.config.target_host,
-            "FSMFLOW_TASK_QUEUE": "sigterm-test",
+            "FSMFLOW_TASK_QUEUE": queue,
+            "OPENAI_BASE_URL": llm.url,
+            "FSMFLOW_MODEL_DEFAULT": model_name,
             "FSMFLOW_GRACEFUL_SHUTDOWN": "1",
+            "FSMFLOW_HEALTH_HOST": "127.0.0.1",
+            "FSMFLOW_HEALTH_PORT": str(health),
+            "FSMFLOW_METRICS_BIND": f"127.0.0.1:{metrics}",
         },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 30
-    assert process.stderr is not None
-    lines = []
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        lines.append(line)
-        if "worker_polling" in line:
-            break
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=30) == 0
-    rest = process.stderr.read()
-    assert "worker_stopped" in rest, "".join(lines) + rest
+    base = f"http://127.0.0.1:{health}"
+    try:
+        deadline = time.monotonic() + 30
+        while get_safe(f"{base}/readyz") != 200:
+            assert time.monotonic() < deadline and process.poll() is None, "never ready"
+            await asyncio.sleep(0.2)
+        assert get(f"{base}/healthz") == (200, "ok\n")
+        llm.script(model_name, say("ask_email", "Hi Ada", name="Ada"))
+        handle = await client.start_workflow(
+            "AgentWorkflow",
+            AgentWorkflowInput(agent="contact_form"),
+            id=f"probe-{uuid.uuid4().hex[:8]}",
+            task_queue=queue,
+        )
+        await handle.execute_update("send_message", MessageInput(text="I'm Ada"), result_type=Reply)
+        status, text = get(f"{base}/metrics")
+        await handle.terminate("test over")
+        assert status == 200
+        assert "fsmflow_turns" in text and 'agent="contact_form"' in text
+        assert "fsmflow_tokens" in text and "fsmflow_transitions" in text
+        assert "temporal_" in text  # the SDK's own metrics
+        assert get(f"{base}/nope")[0] == 404
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+    assert code == 0
+    assert process.stderr is not None and "worker_stopped" in process.stderr.read()
+    assert get_safe(f"{base}/healthz") is None  # the endpoint is gone with the process
+
+
+def get_safe(url: str) -> int | None:
+    try:
+        return get(url)[0]
+    except OSError:
+        return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 
 from workers.settings import Settings
 
@@ -23,7 +24,7 @@ def _tls(settings: Settings) -> TLSConfig | bool:
     )
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
     """A client for the settings' address and namespace (pydantic data converter).
 
     Raises:
@@ -38,6 +39,7 @@ async def connect(settings: Settings) -> Client:
             ),
             tls=_tls(settings),
             data_converter=pydantic_data_converter,
+            runtime=runtime,
         )
     except RuntimeError as exc:
         raise RuntimeError(

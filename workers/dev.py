@@ -39,15 +39,19 @@ class Ports:
     temporal: int = 7233
     ui: int = 8233
     llm: int = DEFAULT_LOCAL_LLM_PORT
+    health: int = 8089
+    metrics: int = 9464
 
     @classmethod
     def from_env(cls) -> Ports:
-        """Ports from ``FSMFLOW_DEV_TEMPORAL_PORT``, ``..._UI_PORT``, ``..._LLM_PORT``."""
+        """Ports from ``FSMFLOW_DEV_{TEMPORAL,UI,LLM,HEALTH,METRICS}_PORT``."""
         env = os.environ
         return cls(
             temporal=int(env.get("FSMFLOW_DEV_TEMPORAL_PORT", cls.temporal)),
             ui=int(env.get("FSMFLOW_DEV_UI_PORT", cls.ui)),
             llm=int(env.get("FSMFLOW_DEV_LLM_PORT", cls.llm)),
+            health=int(env.get("FSMFLOW_DEV_HEALTH_PORT", cls.health)),
+            metrics=int(env.get("FSMFLOW_DEV_METRICS_PORT", cls.metrics)),
         )
 
 
@@ -92,13 +96,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _log_says(path: Path, needle: str) -> bool:
-    try:
-        return needle in path.read_text(errors="replace")
-    except OSError:
-        return False
 
 
 def running_pid(path: Path) -> int | None:
@@ -154,7 +151,12 @@ def services(ports: Ports, home: Path) -> list[Service]:
             timeout=90,
         )
     ]
-    worker_env = {"TEMPORAL_ADDRESS": f"127.0.0.1:{ports.temporal}"}
+    worker_env = {
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{ports.temporal}",
+        "FSMFLOW_HEALTH_HOST": "127.0.0.1",
+        "FSMFLOW_HEALTH_PORT": str(ports.health),
+        "FSMFLOW_METRICS_BIND": f"127.0.0.1:{ports.metrics}",
+    }
     if uses_local_llm(ports):
         stack.append(
             Service(
@@ -167,13 +169,12 @@ def services(ports: Ports, home: Path) -> list[Service]:
         )
         worker_env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{ports.llm}/v1"
     worker_env.setdefault("FSMFLOW_LOG_FORMAT", "json")
-    log = home / "worker.log"
     stack.append(
         Service(
             "worker",
             [sys.executable, "-m", "workers", "worker"],
-            [],
-            lambda: _log_says(log, "worker_polling"),
+            [ports.health, ports.metrics],
+            lambda: _http_ok(f"http://127.0.0.1:{ports.health}/readyz"),
             env=worker_env,
             timeout=60,
         )

@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", alias="FSMFLOW_LOG_LEVEL")
     max_concurrent_activities: int = Field(8, alias="FSMFLOW_MAX_CONCURRENT_ACTIVITIES", ge=1)
     graceful_shutdown_seconds: float = Field(20.0, alias="FSMFLOW_GRACEFUL_SHUTDOWN", ge=0)
+    health_port: int = Field(8080, alias="FSMFLOW_HEALTH_PORT", ge=0, le=65535)
+    """Port of /healthz, /readyz and /metrics (0 turns the endpoint off)."""
+    health_host: str = Field("0.0.0.0", alias="FSMFLOW_HEALTH_HOST")  # noqa: S104 - probes
+    metrics_bind: str = Field("127.0.0.1:9464", alias="FSMFLOW_METRICS_BIND")
+    """Where the Temporal runtime serves Prometheus text; /metrics proxies it."""
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

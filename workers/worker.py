@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from collections.abc import Callable
 from datetime import timedelta
 
 import structlog
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.definitions import DefinitionActivities, load_agents
 from activities.llm import LlmActivities
 from workers.client import connect
+from workers.health import HealthServer, Readiness
 from workers.settings import Settings
 from workflows.agent import AgentWorkflow
 
@@ -56,6 +59,20 @@ def build_worker(client: Client, settings: Settings) -> Worker:
     )
 
 
+def _metrics_runtime(settings: Settings) -> Runtime | None:
+    """A Temporal runtime serving Prometheus text, or None if its port is taken."""
+    host, _, port = settings.metrics_bind.rpartition(":")
+    with socket.socket() as sock:
+        try:
+            sock.bind((host or "127.0.0.1", int(port)))
+        except (OSError, ValueError) as exc:
+            log.warning("metrics_disabled", bind=settings.metrics_bind, error=str(exc))
+            return None
+    return Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=settings.metrics_bind))
+    )
+
+
 async def run_worker(
     settings: Settings,
     *,
@@ -64,12 +81,17 @@ async def run_worker(
 ) -> None:
     """Run until SIGTERM/SIGINT (or ``stop``), then drain within the graceful timeout.
 
+    While running, ``/healthz``, ``/readyz`` and ``/metrics`` are served on
+    ``FSMFLOW_HEALTH_PORT`` (unless it is 0); ``/readyz`` fails from the moment
+    draining starts, so a pod leaves its Service before it stops polling.
+
     Raises:
         WorkerConfigError: If the agents directory holds an invalid definition.
         RuntimeError: If Temporal cannot be reached.
     """
     agents = check_agents(settings)
-    client = await connect(settings)
+    runtime = _metrics_runtime(settings) if settings.health_port else None
+    client = await connect(settings, runtime=runtime)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -77,12 +99,34 @@ async def run_worker(
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
+    readiness = Readiness()
+    health = None
+    if settings.health_port:
+        health = HealthServer(
+            readiness,
+            host=settings.health_host,
+            port=settings.health_port,
+            metrics_url=f"http://{settings.metrics_bind}/metrics" if runtime else None,
+        )
+        try:
+            await health.start()
+        except OSError as exc:
+            raise WorkerConfigError(
+                f"cannot serve /healthz on {settings.health_host}:{settings.health_port}: {exc}"
+                " (set FSMFLOW_HEALTH_PORT to a free port, or 0 to turn it off)"
+            ) from None
     worker = build_worker(client, settings)
     log.info("worker_starting", agents=agents, **settings.safe_summary())
-    async with worker:
-        log.info("worker_polling", task_queue=settings.task_queue)
-        if on_ready is not None:
-            on_ready()
-        await stop.wait()
-        log.info("worker_draining", graceful_seconds=settings.graceful_shutdown_seconds)
+    try:
+        async with worker:
+            readiness.ready = True
+            log.info("worker_polling", task_queue=settings.task_queue)
+            if on_ready is not None:
+                on_ready()
+            await stop.wait()
+            readiness.ready = False
+            log.info("worker_draining", graceful_seconds=settings.graceful_shutdown_seconds)
+    finally:
+        if health is not None:
+            await health.stop()
     log.info("worker_stopped")

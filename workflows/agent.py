@@ -237,6 +237,16 @@ class AgentWorkflow:
             details += f": {run.end_reason}"
         workflow.set_current_details(details)
 
+    # ----------------------------------------------------------------- metrics
+
+    def _count(self, name: str, value: int = 1, **labels: str) -> None:
+        """Add to an fsmflow counter (Temporal's meter: not emitted during replay)."""
+        if value <= 0:
+            return
+        definition = self._definition
+        attributes = {"agent": definition.name if definition else "", **labels}
+        workflow.metric_meter().create_counter(name).add(value, attributes)
+
     # ------------------------------------------------------------- model turns
 
     async def _call_model(self, attempt: int, feedback: str) -> LlmTurnOutput:
@@ -271,7 +281,10 @@ class AgentWorkflow:
         """Parse and apply a reply; returns the applied turn (or allowed tool call)."""
         definition = self._require_definition()
         run = self._state()
+        self._count("fsmflow_tokens", output.tokens, state=run.state, model=output.model)
         if output.problem is not None:
+            kind = "invalid_json" if "not valid JSON" in output.problem else "schema"
+            self._count("fsmflow_rejections", state=run.state, reason=kind)
             self._set_run(
                 record_rejection(run, output.problem, model=output.model, tokens=output.tokens)
             )
@@ -279,6 +292,7 @@ class AgentWorkflow:
         try:
             parsed = parse_turn(definition, output.parsed or output.content)
         except TurnParseError as exc:
+            self._count("fsmflow_rejections", state=run.state, reason="shape")
             reason = str(exc)
             self._set_run(record_rejection(run, reason, model=output.model, tokens=output.tokens))
             return None, reason
@@ -311,7 +325,11 @@ class AgentWorkflow:
             turn = parsed
         result = apply_turn(definition, run, turn, model=output.model, tokens=output.tokens)
         self._set_run(result.run)
-        return (turn, "") if result.accepted else (None, result.reason)
+        if not result.accepted:
+            self._count("fsmflow_rejections", state=run.state, reason="engine")
+            return None, result.reason
+        self._count("fsmflow_transitions", from_state=run.state, to_state=turn.target_state)
+        return turn, ""
 
     def _stamp_latency(self, latency_ms: int) -> None:
         """Record the model call's latency on the trace entry it produced."""
@@ -323,10 +341,14 @@ class AgentWorkflow:
     async def _valid_turn(self) -> tuple[TurnDecision | ToolCallAction | None, str]:
         """Ask the model until a reply is applied, re-asking with the reason."""
         feedback = ""
+        self._count("fsmflow_turns", state=self._state().state)
         for attempt in range(1, self._limits.max_reasks + 2):
+            if attempt > 1:
+                self._count("fsmflow_reasks", state=self._state().state)
             try:
                 output = await self._call_model(attempt, feedback)
             except ActivityError as exc:
+                self._count("fsmflow_rejections", state=self._state().state, reason="model_error")
                 reason = f"model call failed: {_failure_message(exc)}"
                 self._set_run(record_rejection(self._state(), reason))
                 return None, reason

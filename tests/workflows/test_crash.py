@@ -30,6 +30,7 @@ def spawn_worker(
         "OPENAI_API_KEY": "sk-test",
         "FSMFLOW_MODEL_DEFAULT": model,
         "FSMFLOW_LLM_TIMEOUT": "60",
+        "FSMFLOW_HEALTH_PORT": "0",
     }
     return subprocess.Popen(
         [sys.executable, "-m", "workers", "worker"],
