@@ -1,0 +1,165 @@
+"""deploy/ checked offline: the image lints clean, every rendered manifest is
+valid against the Kubernetes schemas, and the manifests set only the environment
+variables the worker reads."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from fsm.loader import load_file
+from tests.deploy.kustomize_lite import render
+from workers.settings import Settings
+
+ROOT = Path(__file__).parents[2]
+K8S = ROOT / "deploy" / "k8s"
+KUBERNETES_VERSION = "1.30.0"
+TIER_VARIABLE = re.compile(r"^FSMFLOW_(MODEL|BASE_URL|API_KEY)_[A-Z0-9_]+$")
+SETTINGS_VARIABLES = {f.alias for f in Settings.model_fields.values() if f.alias}
+
+VARIANTS = {
+    "base": (K8S / "base", []),
+    "local": (K8S / "overlays" / "local", []),
+    "cloud": (K8S / "overlays" / "cloud", []),
+    "cloud-mtls": (K8S / "overlays" / "cloud", [K8S / "components" / "cloud-mtls"]),
+    "local-keda": (K8S / "overlays" / "local", [K8S / "components" / "keda"]),
+}
+
+
+def rendered(variant: str) -> list[dict[str, Any]]:
+    directory, components = VARIANTS[variant]
+    return render(directory, components=components)
+
+
+def one(resources: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (found,) = [r for r in resources if r["kind"] == kind]
+    return found
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_resource_is_valid(variant: str) -> None:
+    resources = rendered(variant)
+    kinds = {r["kind"] for r in resources}
+    assert {"Deployment", "PodDisruptionBudget", "ConfigMap"} <= kinds
+    for resource in resources:
+        if resource["apiVersion"].startswith("keda.sh/"):
+            continue  # a CRD: checked below
+        kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_manifests_set_only_variables_the_worker_reads(variant: str) -> None:
+    resources = rendered(variant)
+    deployment = one(resources, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    config_maps = {r["metadata"]["name"]: r for r in resources if r["kind"] == "ConfigMap"}
+    names = {e["name"] for e in container.get("env", [])}
+    for source in container.get("envFrom", []):
+        config_map = config_maps[source["configMapRef"]["name"]]  # the reference resolves
+        names |= set(config_map["data"])
+    unknown = {n for n in names if n not in SETTINGS_VARIABLES and not TIER_VARIABLE.match(n)}
+    assert not unknown, f"{variant}: variables the worker does not read: {sorted(unknown)}"
+    for volume in deployment["spec"]["template"]["spec"]["volumes"]:
+        if "configMap" in volume:
+            assert volume["configMap"]["name"] in config_maps
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_drain_fits_in_the_grace_period_and_probes_hit_the_worker(variant: str) -> None:
+    resources = rendered(variant)
+    deployment = one(resources, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {}
+    for r in resources:
+        if r["kind"] == "ConfigMap" and r["metadata"]["name"].startswith("fsmflow-worker-config"):
+            env = r["data"]
+    assert float(env["FSMFLOW_GRACEFUL_SHUTDOWN"]) + 10 <= pod["terminationGracePeriodSeconds"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert int(env["FSMFLOW_HEALTH_PORT"]) == container["ports"][0]["containerPort"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    pdb = one(resources, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_keda_replaces_the_hpa_and_scales_the_worker_on_its_queue() -> None:
+    resources = rendered("local-keda")
+    assert not [r for r in resources if r["kind"] == "HorizontalPodAutoscaler"]
+    scaled = one(resources, "ScaledObject")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    assert (
+        scaled["spec"]["scaleTargetRef"]["name"] == one(resources, "Deployment")["metadata"]["name"]
+    )
+    (trigger,) = scaled["spec"]["triggers"]
+    config = next(r for r in resources if r["metadata"]["name"].startswith("fsmflow-worker-config"))
+    assert trigger["type"] == "temporal"
+    assert trigger["metadata"]["taskQueue"] == config["data"]["FSMFLOW_TASK_QUEUE"]
+
+
+def test_cloud_overlays_authenticate() -> None:
+    cloud = one(rendered("cloud"), "Deployment")
+    env = {e["name"] for e in cloud["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "TEMPORAL_API_KEY" in env
+    mtls = one(rendered("cloud-mtls"), "Deployment")
+    container = mtls["spec"]["template"]["spec"]["containers"][0]
+    assert {"TEMPORAL_TLS_CLIENT_CERT_PATH", "TEMPORAL_TLS_CLIENT_KEY_PATH"} <= {
+        e["name"] for e in container["env"]
+    }
+    assert any(m["name"] == "temporal-tls" for m in container["volumeMounts"])
+
+
+def test_config_changes_roll_the_pods() -> None:
+    base = one(rendered("base"), "Deployment")
+    local = one(rendered("local"), "Deployment")
+
+    def config_name(deployment: dict[str, Any]) -> str:
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        return str(container["envFrom"][0]["configMapRef"]["name"])
+
+    assert config_name(base) != config_name(local)  # different settings, different generated name
+
+
+@pytest.mark.parametrize("name", ["support.yaml", "form.yaml", "research.yaml"])
+def test_shipped_agents_are_the_checked_examples(name: str) -> None:
+    shipped = K8S / "base" / "agents" / name
+    assert shipped.read_text() == (ROOT / "examples" / name).read_text()
+    load_file(shipped)
+
+
+def test_dockerfile_lints_clean_and_sets_only_known_variables() -> None:
+    hadolint = shutil.which("hadolint") or str(
+        Path(__import__("sys").executable).parent / "hadolint"
+    )
+    result = subprocess.run(
+        [
+            hadolint,
+            "--config",
+            str(ROOT / "deploy" / ".hadolint.yaml"),
+            str(ROOT / "deploy" / "Dockerfile"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    names = set(re.findall(r"\b(FSMFLOW_[A-Z_]+|TEMPORAL_[A-Z_]+|OPENAI_[A-Z_]+)=", text))
+    assert names and names <= SETTINGS_VARIABLES
+    assert "USER 10001" in text and 'ENTRYPOINT ["fsmflow", "worker"]' in text
+
+
+def test_the_validator_catches_a_broken_manifest() -> None:
+    deployment = one(rendered("base"), "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
