@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from temporalio.client import Client, TLSConfig
+import asyncio
+
+from temporalio.client import Client, TLSConfig, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
+from temporalio.service import RPCError
 
+from schemas.workflow import MessageInput, Reply
 from workers.settings import Settings
 
 
@@ -72,3 +76,29 @@ async def register_search_attributes(client: Client, namespace: str = "default")
             },
         )
     )
+
+
+async def send_message(client: Client, workflow_id: str, text: str, *, attempts: int = 6) -> Reply:
+    """Send one message to the newest run of ``workflow_id`` and return the reply.
+
+    A run continues as new between two messages; a message that reaches the old
+    run in that instant is refused ("workflow execution already completed") and
+    never applied, so it is sent again to the new run.
+    """
+    for attempt in range(attempts):
+        handle = client.get_workflow_handle(workflow_id)
+        try:
+            return await handle.execute_update(
+                "send_message", MessageInput(text=text), result_type=Reply
+            )
+        except RPCError as exc:
+            if "already completed" not in exc.message or attempt == attempts - 1:
+                raise
+            status = (await handle.describe()).status
+            if status not in (
+                WorkflowExecutionStatus.RUNNING,
+                WorkflowExecutionStatus.CONTINUED_AS_NEW,
+            ):
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")

@@ -32,10 +32,9 @@ from schemas.workflow import (
     AgentWorkflowInput,
     DecideInput,
     DecisionResult,
-    MessageInput,
     Reply,
 )
-from workers.client import connect
+from workers.client import connect, send_message
 from workers.settings import Settings
 
 
@@ -132,9 +131,7 @@ async def send(settings: Settings, workflow_id: str, text: str, out: TextIO) -> 
     """Send one message (``fsmflow send ID TEXT``)."""
     client = await _client(settings)
     try:
-        reply = await _handle(client, workflow_id).execute_update(
-            "send_message", MessageInput(text=text), result_type=Reply
-        )
+        reply = await send_message(client, workflow_id, text)
     except (WorkflowUpdateFailedError, RPCError) as exc:
         raise CommandError(f"message refused: {_explain(exc, workflow_id)}") from None
     _print_reply(reply, out)
@@ -294,7 +291,6 @@ async def chat(
                 f"{_explain(exc, workflow_id)}"
             ) from None
     out.write("Type a message; an empty line or Ctrl-D ends the chat.\n")
-    handle = _handle(client, workflow_id)
     while True:
         out.write("> ")
         out.flush()
@@ -303,9 +299,7 @@ async def chat(
             out.write("\n")
             return 0
         try:
-            reply = await handle.execute_update(
-                "send_message", MessageInput(text=line.rstrip("\n")), result_type=Reply
-            )
+            reply = await send_message(client, workflow_id, line.rstrip("\n"))
         except (WorkflowUpdateFailedError, RPCError) as exc:
             out.write(f"! {_explain(exc, workflow_id)}\n")
             continue

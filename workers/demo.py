@@ -24,8 +24,9 @@ from temporalio.client import Client
 from activities.definitions import load_agents
 from schemas.definition import AgentDefinition
 from schemas.run import TraceEntry
-from schemas.workflow import AgentResult, AgentStatus, MessageInput, Reply
+from schemas.workflow import AgentResult, AgentStatus
 from workers.binaries import temporal_cli
+from workers.client import send_message
 from workers.commands import CommandError, _client, format_entry, ui_link
 from workers.settings import Settings
 
@@ -160,9 +161,7 @@ async def form(settings: Settings, client: Client, out: TextIO) -> list[TraceEnt
     for text in MESSAGES:
         out.write(f"  user> {text}\n")
         started = time.monotonic()
-        reply = await handle.execute_update(
-            "send_message", MessageInput(text=text), result_type=Reply
-        )
+        reply = await send_message(client, workflow_id, text)
         elapsed = time.monotonic() - started
         flag = "" if reply.accepted else " (fallback: no valid turn)"
         out.write(f"  agent [{reply.state}, {elapsed:.1f}s]{flag}> {reply.message}\n")

@@ -14,6 +14,7 @@ from temporalio.service import RPCError
 from tests.conftest import make_settings, running_worker
 from tests.llm_server import ScriptedLlm, say
 from tests.workflows.helpers import decide, latest, send, start, started, status, trace
+from workers.client import send_message
 from workers.settings import Settings
 
 # A small conversation with a secret key, a gate and a tight step bound.
@@ -358,7 +359,7 @@ async def test_continue_as_new_preserves_state_and_context(
     )
     async with running_worker(client, settings):
         handle = await start(client, settings, definition=shop(max_steps=50))
-        replies = [await send(latest(client, handle), f"message {i}") for i in range(7)]
+        replies = [await send_message(client, handle.id, f"message {i}") for i in range(7)]
         current = latest(client, handle)
         description = await current.describe()
         state = await status(current)

@@ -8,8 +8,9 @@ from temporalio.client import Client
 
 from tests.conftest import make_settings, running_worker
 from tests.llm_server import ScriptedLlm, say
-from tests.workflows.helpers import latest, send, start, status
+from tests.workflows.helpers import latest, start, status
 from tests.workflows.test_conversation import shop
+from workers.client import send_message
 
 TURNS = 1000
 
@@ -21,7 +22,7 @@ async def test_a_thousand_turns(client: Client, llm: ScriptedLlm, model_name: st
     started = time.monotonic()
     async with running_worker(client, settings):
         handle = await start(client, settings, definition=shop(max_steps=5000))
-        replies = [await send(latest(client, handle), f"message {i}") for i in range(TURNS)]
+        replies = [await send_message(client, handle.id, f"message {i}") for i in range(TURNS)]
         current = latest(client, handle)
         final = await status(current)
         context = await current.query("context")
