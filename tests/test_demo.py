@@ -87,6 +87,11 @@ def test_demo_from_dev_up_to_dev_down(tmp_path: Path) -> None:
         for name in ("temporal", "llm", "worker"):
             assert (tmp_path / ".fsmflow" / f"{name}.log").exists()
         assert (tmp_path / ".fsmflow" / "temporal.db").exists()
+        # Runs survive `dev down` / `dev up`: the dev server persists to SQLite.
+        assert fsmflow(tmp_path, env, "dev", "down", timeout=120).returncode == 0
+        assert fsmflow(tmp_path, env, "dev", "up", timeout=300).returncode == 0
+        relisted = fsmflow(tmp_path, env, "ls")
+        assert relisted.returncode == 0 and "demo-research-" in relisted.stdout
     finally:
         down = fsmflow(tmp_path, env, "dev", "down", timeout=120)
     assert down.returncode == 0
@@ -103,3 +108,17 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"port {port} for temporal is already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_embedded_model_is_skipped_for_another_endpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from workers.dev import Ports, services
+
+    ports = Ports()
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    assert [s.name for s in services(ports, Path(".fsmflow"))] == ["temporal", "llm", "worker"]
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://api.openai.com/v1")
+    stack = services(ports, Path(".fsmflow"))
+    assert [s.name for s in stack] == ["temporal", "worker"]
+    assert "OPENAI_BASE_URL" not in stack[-1].env  # the worker keeps the user's endpoint

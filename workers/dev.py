@@ -91,6 +91,9 @@ def _port_open(port: int) -> bool:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
+        # Like the servers themselves: connections of a stopped server lingering
+        # in TIME_WAIT do not make its port busy, only a listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
