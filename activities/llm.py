@@ -19,6 +19,7 @@ from typing import Any
 import openai
 import structlog
 from jsonschema import Draft202012Validator
+from opentelemetry import trace
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -28,6 +29,7 @@ from workers.settings import ModelTier, Settings
 HEARTBEAT_SECONDS = 5.0
 
 log = structlog.get_logger("fsmflow.llm")
+tracer = trace.get_tracer("fsmflow.activities")
 
 
 @contextlib.asynccontextmanager
@@ -153,6 +155,28 @@ class LlmActivities:
             model=tier.model,
         )
         started = time.monotonic()
+        span = tracer.start_span(
+            "llm.turn",
+            attributes={
+                "fsmflow.where": request.label,
+                "fsmflow.tier": request.tier,
+                "gen_ai.request.model": tier.model,
+                "fsmflow.attempt": info.attempt,
+            },
+        )
+        with trace.use_span(span, end_on_exit=True):
+            return await self._call(request, tier, used_fallback, bound, started, span)
+
+    async def _call(
+        self,
+        request: LlmTurnInput,
+        tier: ModelTier,
+        used_fallback: bool,
+        bound: Any,
+        started: float,
+        span: trace.Span,
+    ) -> LlmTurnOutput:
+        info = activity.info()
         try:
             async with heartbeating():
                 response = await self._client(tier).chat.completions.create(
@@ -203,6 +227,14 @@ class LlmActivities:
         if parsed is not None:
             parsed = fill_nulls(request.turn_schema, parsed)
             problem = schema_problem(request.turn_schema, parsed)
+        span.set_attributes(
+            {
+                "gen_ai.usage.input_tokens": usage.prompt_tokens if usage else 0,
+                "gen_ai.usage.output_tokens": usage.completion_tokens if usage else 0,
+                "fsmflow.latency_ms": latency_ms,
+                "fsmflow.valid": problem is None,
+            }
+        )
         bound.info(
             "llm_turn",
             latency_ms=latency_ms,

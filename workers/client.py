@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import Any
 
 from temporalio.client import Client, TLSConfig, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -28,7 +30,9 @@ def _tls(settings: Settings) -> TLSConfig | bool:
     )
 
 
-async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
+async def connect(
+    settings: Settings, *, runtime: Runtime | None = None, plugins: Sequence[Any] = ()
+) -> Client:
     """A client for the settings' address and namespace (pydantic data converter).
 
     Raises:
@@ -44,6 +48,7 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Clie
             tls=_tls(settings),
             data_converter=pydantic_data_converter,
             runtime=runtime,
+            plugins=list(plugins),
         )
     except RuntimeError as exc:
         raise RuntimeError(

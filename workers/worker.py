@@ -18,6 +18,7 @@ from activities.llm import LlmActivities
 from workers.client import connect
 from workers.health import HealthServer, Readiness
 from workers.settings import Settings
+from workers.telemetry import configure_tracing, tracing_enabled
 from workflows.agent import AgentWorkflow
 
 log = structlog.get_logger("fsmflow.worker")
@@ -91,7 +92,8 @@ async def run_worker(
     """
     agents = check_agents(settings)
     runtime = _metrics_runtime(settings) if settings.health_port else None
-    client = await connect(settings, runtime=runtime)
+    plugins = configure_tracing() if tracing_enabled() else []
+    client = await connect(settings, runtime=runtime, plugins=plugins)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
