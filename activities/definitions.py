@@ -31,7 +31,9 @@ def definition_files(agents_dir: Path) -> list[Path]:
     return sorted(p for p in agents_dir.iterdir() if p.suffix in DEFINITION_SUFFIXES)
 
 
-def load_agents(agents_dir: Path, *, tools: list[str] | None = None) -> dict[str, Loaded]:
+def load_agents(
+    agents_dir: Path, *, tools: list[str] | None = None, tiers: list[str] | None = None
+) -> dict[str, Loaded]:
     """Load every definition of a directory, keyed by agent name and by file stem.
 
     Raises:
@@ -42,7 +44,7 @@ def load_agents(agents_dir: Path, *, tools: list[str] | None = None) -> dict[str
         raise FileNotFoundError(f"agents directory {str(agents_dir)!r} does not exist")
     agents: dict[str, Loaded] = {}
     for path in definition_files(agents_dir):
-        loaded = load_file(path, tools=tools)
+        loaded = load_file(path, tools=tools, tiers=tiers)
         agents.setdefault(loaded.definition.name, loaded)
         agents.setdefault(path.stem, loaded)
     return agents
@@ -56,6 +58,7 @@ class DefinitionActivities:
         agents_dir: Path,
         limits: RunLimits,
         tool_schemas: Mapping[str, dict[str, Any]] | None = None,
+        tiers: list[str] | None = None,
     ) -> None:
         """Build the activities.
 
@@ -63,16 +66,20 @@ class DefinitionActivities:
             agents_dir: Where ``{"agent": NAME}`` is looked up (by name or file stem).
             limits: The run limits handed to every new run.
             tool_schemas: Argument schemas of the registered tools.
+            tiers: The configured model tiers; a state naming another is refused.
         """
         self._agents_dir = agents_dir
         self._limits = limits
         self._tool_schemas = dict(tool_schemas or {})
+        self._tiers = tiers
 
     def _resolve(self, request: ResolveDefinitionInput) -> Loaded:
         tools = list(self._tool_schemas)
         if request.definition is not None:
-            return parse_definition(request.definition, source="inline definition", tools=tools)
-        agents = load_agents(self._agents_dir, tools=tools)
+            return parse_definition(
+                request.definition, source="inline definition", tools=tools, tiers=self._tiers
+            )
+        agents = load_agents(self._agents_dir, tools=tools, tiers=self._tiers)
         if request.agent not in agents:
             known = sorted({loaded.definition.name for loaded in agents.values()})
             raise LookupError(

@@ -107,7 +107,11 @@ def _check_guard(
 
 
 def _check_state(
-    definition: AgentDefinition, state_id: str, state: State, tools: Collection[str] | None
+    definition: AgentDefinition,
+    state_id: str,
+    state: State,
+    tools: Collection[str] | None,
+    tiers: Collection[str] | None,
 ) -> Iterator[Problem]:
     where = ("states", state_id)
     if state.terminal and state.transitions:
@@ -151,6 +155,12 @@ def _check_state(
                     f"tool {name!r} is not registered{did_you_mean(name, tools)}",
                     (*where, "tools"),
                 )
+    if tiers is not None and state.model not in tiers:
+        yield Problem(
+            f"model tier {state.model!r} is not configured (set "
+            f"FSMFLOW_MODEL_{state.model.upper()}){did_you_mean(state.model, tiers)}",
+            (*where, "model"),
+        )
     yield from _check_duplicates(state_id, state)
 
 
@@ -225,13 +235,17 @@ def _check_graph(definition: AgentDefinition) -> Iterator[Problem]:
 
 
 def check_definition(
-    definition: AgentDefinition, *, tools: Collection[str] | None = None
+    definition: AgentDefinition,
+    *,
+    tools: Collection[str] | None = None,
+    tiers: Collection[str] | None = None,
 ) -> list[Problem]:
     """Run every static check.
 
     Args:
         definition: A definition that passed structural validation.
         tools: Names of the registered tools; when given, unknown tool names are errors.
+        tiers: Names of the configured model tiers; when given, unknown tiers are errors.
 
     Returns:
         Every problem found, errors and warnings, in document order.
@@ -245,6 +259,6 @@ def check_definition(
         )
     problems.extend(_check_names(definition))
     for state_id, state in definition.states.items():
-        problems.extend(_check_state(definition, state_id, state, tools))
+        problems.extend(_check_state(definition, state_id, state, tools, tiers))
     problems.extend(_check_graph(definition))
     return problems

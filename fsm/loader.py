@@ -180,6 +180,7 @@ def parse_definition(
     *,
     source: str = "<definition>",
     tools: Collection[str] | None = None,
+    tiers: Collection[str] | None = None,
     lines: Mapping[Path, int] | None = None,
     found: Sequence[Problem] = (),
 ) -> Loaded:
@@ -189,6 +190,7 @@ def parse_definition(
         data: The document, as loaded from YAML or JSON.
         source: A label for messages (a file name).
         tools: Registered tool names; when given, unknown tools are errors.
+        tiers: Configured model tiers; when given, unknown tiers are errors.
         lines: Path -> line map from the reader, for line numbers in messages.
         found: Problems the reader already found (duplicate keys), reported
             together with the rest.
@@ -207,7 +209,10 @@ def parse_definition(
     except ValidationError as exc:
         structural = locate(_pydantic_problems(exc), lines or {})
         raise DefinitionError(source, [*found, *structural]) from None
-    problems = [*found, *locate(check_definition(definition, tools=tools), lines or {})]
+    problems = [
+        *found,
+        *locate(check_definition(definition, tools=tools, tiers=tiers), lines or {}),
+    ]
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise DefinitionError(source, errors)
@@ -215,7 +220,12 @@ def parse_definition(
 
 
 def load_text(
-    text: str, *, source: str, tools: Collection[str] | None = None, fmt: str | None = None
+    text: str,
+    *,
+    source: str,
+    tools: Collection[str] | None = None,
+    tiers: Collection[str] | None = None,
+    fmt: str | None = None,
 ) -> Loaded:
     """Load a definition from text; ``fmt`` is ``json`` or ``yaml`` (default: by source)."""
     fmt = fmt or ("json" if source.endswith(".json") else "yaml")
@@ -227,10 +237,15 @@ def load_text(
             data, lines, found = _read_yaml(text)
     except _DocumentError as exc:
         raise DefinitionError(source, exc.problems) from None
-    return parse_definition(data, source=source, tools=tools, lines=lines, found=found)
+    return parse_definition(data, source=source, tools=tools, tiers=tiers, lines=lines, found=found)
 
 
-def load_file(path: str | FilePath, *, tools: Collection[str] | None = None) -> Loaded:
+def load_file(
+    path: str | FilePath,
+    *,
+    tools: Collection[str] | None = None,
+    tiers: Collection[str] | None = None,
+) -> Loaded:
     """Load and check a definition file (``.yaml``, ``.yml`` or ``.json``).
 
     Raises:
@@ -241,7 +256,7 @@ def load_file(path: str | FilePath, *, tools: Collection[str] | None = None) -> 
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DefinitionError(str(path), [Problem(f"cannot read file: {exc}")]) from None
-    return load_text(text, source=str(path), tools=tools)
+    return load_text(text, source=str(path), tools=tools, tiers=tiers)
 
 
 def load_definition(

@@ -40,7 +40,7 @@ def check_agents(settings: Settings) -> list[str]:
     from fsm.problems import DefinitionError
 
     try:
-        agents = load_agents(settings.agents_dir)
+        agents = load_agents(settings.agents_dir, tools=[], tiers=sorted(settings.models))
     except (DefinitionError, FileNotFoundError) as exc:
         raise WorkerConfigError(f"refusing to start: {exc}") from None
     return sorted({loaded.definition.name for loaded in agents.values()})
@@ -48,7 +48,9 @@ def check_agents(settings: Settings) -> list[str]:
 
 def build_worker(client: Client, settings: Settings) -> Worker:
     """A worker for the settings' task queue with every workflow and activity."""
-    definitions = DefinitionActivities(settings.agents_dir, settings.limits())
+    definitions = DefinitionActivities(
+        settings.agents_dir, settings.limits(), tiers=sorted(settings.models)
+    )
     llm = LlmActivities(settings)
     return Worker(
         client,

@@ -302,7 +302,10 @@ class AgentWorkflow:
                 definition, run, call.tool, call.arguments, self._tool_schemas
             )
             if problem is None:
+                # Tools are declared in definitions but not executed yet: no tool
+                # is registered, so tool_call_problem refuses every call above.
                 problem = "tool execution is not available in this version of fsmflow"
+            self._count("fsmflow_rejections", state=run.state, reason="tool")
             self._set_run(
                 record_rejection(
                     run,

@@ -365,3 +365,15 @@ def test_unreadable_file(tmp_path: Path) -> None:
 def test_examples_are_valid_without_warnings(name: str) -> None:
     loaded = load_file(Path(__file__).parents[2] / "examples" / name)
     assert loaded.warnings == []
+
+
+def test_unknown_model_tier_is_an_error_when_tiers_are_known() -> None:
+    data = build()
+    data["states"]["collect"]["model"] = "capabel"
+    with pytest.raises(DefinitionError) as info:
+        parse_definition(data, source="shop.yaml", tiers=["default", "capable"])
+    assert str(info.value).splitlines()[1].strip() == (
+        "shop.yaml: state 'collect': model: model tier 'capabel' is not configured "
+        "(set FSMFLOW_MODEL_CAPABEL); did you mean 'capable'?"
+    )
+    parse_definition(data, source="shop.yaml")  # plain `fsmflow check` knows no tiers

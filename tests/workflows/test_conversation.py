@@ -392,3 +392,18 @@ async def test_fallback_model_after_repeated_failures(
     assert reply.message == "Goodbye from the fallback"
     assert result.trace[-1].model == fallback
     assert len(llm.requests(model_name)) == 2 and len(llm.requests(fallback)) == 1
+
+
+async def test_state_on_an_unconfigured_tier_is_refused_before_any_turn(
+    client: Client, llm: ScriptedLlm, model_name: str, settings: Settings
+) -> None:
+    definition = shop()
+    definition["states"]["greet"]["model"] = "capable"
+    async with running_worker(client, settings):
+        handle = await start(client, settings, definition=definition)
+        with pytest.raises(WorkflowFailureError) as info:
+            await handle.result()
+    assert "model tier 'capable' is not configured (set FSMFLOW_MODEL_CAPABLE)" in str(
+        info.value.cause
+    )
+    assert llm.requests(model_name) == []
