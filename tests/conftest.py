@@ -108,3 +108,30 @@ async def running_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
 @pytest.fixture(scope="session")
 def test_server_path() -> Path:
     return temporal_test_server()
+
+
+def free_ports(count: int = 1) -> list[int]:
+    """Ports nobody listens on, below Linux's ephemeral range (32768-60999).
+
+    A port from bind(0) is ephemeral: a server started a moment earlier may take
+    it for an outgoing connection before the test's own server binds it.
+    """
+    import random
+    import socket
+
+    found: list[int] = []
+    port = random.randrange(20000, 30000)
+    while len(found) < count and port < 32768:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+                found.append(port)
+            except OSError:
+                pass
+        port += 1
+    return found
+
+
+def free_port() -> int:
+    """One port from ``free_ports``."""
+    return free_ports(1)[0]

@@ -12,24 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLES, ROOT
+from tests.conftest import EXAMPLES, ROOT, free_ports
 from workers import local_llm
 
 pytestmark = [
     pytest.mark.live,
     pytest.mark.skipif(not local_llm.available(), reason="embedded model not installed"),
 ]
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def fsmflow(

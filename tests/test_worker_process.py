@@ -18,7 +18,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from schemas.workflow import AgentWorkflowInput, MessageInput, Reply
-from tests.conftest import EXAMPLES, ROOT
+from tests.conftest import EXAMPLES, ROOT, free_port
 from tests.llm_server import ScriptedLlm, say
 
 
@@ -64,12 +64,6 @@ def test_unreachable_temporal_names_the_address() -> None:
     assert result.returncode == 1
     assert f"cannot reach Temporal at 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def get(url: str) -> tuple[int, str]:

@@ -3,7 +3,6 @@ the model is weak. Skipped when the local model wheels are not installed."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from temporalio.client import Client
 
 from fsm.loader import load_file
 from schemas.run import TraceEntry
-from tests.conftest import EXAMPLES, ROOT, make_settings, running_worker
+from tests.conftest import EXAMPLES, ROOT, free_port, make_settings, running_worker
 from tests.llm_server import ScriptedLlm
 from tests.workflows.helpers import send, start, wait_for_status
 from workers import local_llm
@@ -26,12 +25,6 @@ pytestmark = [
     pytest.mark.live,
     pytest.mark.skipif(not local_llm.available(), reason="embedded model not installed"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
