@@ -97,6 +97,12 @@ class LlmActivities:
         self._settings = settings
         self._clients: dict[tuple[str, str], openai.AsyncOpenAI] = {}
 
+    async def close(self) -> None:
+        """Close the HTTP clients (when the worker stops)."""
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.close()
+
     def _client(self, tier: ModelTier) -> openai.AsyncOpenAI:
         key = (tier.base_url, tier.api_key.get_secret_value())
         if key not in self._clients:

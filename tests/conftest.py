@@ -21,7 +21,7 @@ from temporalio.worker import Worker
 from tests.llm_server import ScriptedLlm
 from workers.binaries import temporal_cli, temporal_test_server
 from workers.settings import Settings
-from workers.worker import build_worker
+from workers.worker import running
 from workflows.agent import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).parents[1]
@@ -100,8 +100,7 @@ def worker_settings(llm: ScriptedLlm, model_name: str, task_queue: str) -> Setti
 @asynccontextmanager
 async def running_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
     """An in-process worker for one test's task queue."""
-    worker = build_worker(client, settings)
-    async with worker:
+    async with running(client, settings) as worker:
         yield worker
 
 

@@ -9,6 +9,7 @@ an ``llm.turn`` span with the model, tokens and latency.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -46,4 +47,8 @@ def configure_tracing(*, processor: SpanProcessor | None = None) -> list[Any]:
     provider = create_tracer_provider(resource=Resource.create({"service.name": service}))
     provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
+    # When the worker evicts a cached workflow, the plugin's span context is
+    # closed from another asyncio context and OpenTelemetry logs a traceback
+    # ("Failed to detach context") for a span that is already ended: noise.
+    logging.getLogger("opentelemetry.context").setLevel(logging.CRITICAL)
     return [OpenTelemetryPlugin(add_temporal_spans=True)]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import structlog
@@ -46,13 +47,13 @@ def check_agents(settings: Settings) -> list[str]:
     return sorted({loaded.definition.name for loaded in agents.values()})
 
 
-def build_worker(client: Client, settings: Settings) -> Worker:
+def _build(client: Client, settings: Settings) -> tuple[Worker, LlmActivities]:
     """A worker for the settings' task queue with every workflow and activity."""
     definitions = DefinitionActivities(
         settings.agents_dir, settings.limits(), tiers=sorted(settings.models)
     )
     llm = LlmActivities(settings)
-    return Worker(
+    worker = Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[AgentWorkflow],
@@ -60,6 +61,18 @@ def build_worker(client: Client, settings: Settings) -> Worker:
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=settings.graceful_shutdown_seconds),
     )
+    return worker, llm
+
+
+@contextlib.asynccontextmanager
+async def running(client: Client, settings: Settings) -> AsyncIterator[Worker]:
+    """Run a worker for the body's duration; close its model clients afterwards."""
+    worker, llm = _build(client, settings)
+    try:
+        async with worker:
+            yield worker
+    finally:
+        await llm.close()
 
 
 def _metrics_runtime(settings: Settings) -> Runtime | None:
@@ -119,10 +132,9 @@ async def run_worker(
                 f"cannot serve /healthz on {settings.health_host}:{settings.health_port}: {exc}"
                 " (set FSMFLOW_HEALTH_PORT to a free port, or 0 to turn it off)"
             ) from None
-    worker = build_worker(client, settings)
     log.info("worker_starting", agents=agents, **settings.safe_summary())
     try:
-        async with worker:
+        async with running(client, settings):
             readiness.ready = True
             log.info("worker_polling", task_queue=settings.task_queue)
             if on_ready is not None:
