@@ -23,6 +23,7 @@ from opentelemetry import trace
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from fsm.turn_schema import allows_null
 from schemas.activity import LlmTurnInput, LlmTurnOutput
 from workers.settings import ModelTier, Settings
 
@@ -50,11 +51,6 @@ async def heartbeating(every: float = HEARTBEAT_SECONDS) -> AsyncIterator[None]:
             await task
 
 
-def _nullable(schema: dict[str, Any]) -> bool:
-    options = schema.get("anyOf", [schema])
-    return any(option.get("type") == "null" for option in options if isinstance(option, dict))
-
-
 def fill_nulls(schema: dict[str, Any], value: Any) -> Any:
     """Treat an omitted nullable property as null (the turn schema's meaning).
 
@@ -73,7 +69,7 @@ def fill_nulls(schema: dict[str, Any], value: Any) -> Any:
     filled = dict(value)
     for name, sub in properties.items():
         if name not in filled:
-            if _nullable(sub):
+            if allows_null(sub):
                 filled[name] = None
         else:
             filled[name] = fill_nulls(sub, filled[name])

@@ -22,6 +22,8 @@ from typing import Any
 
 from pydantic import Field, create_model
 
+from fsm.turn_schema import allows_null
+
 DEFAULT_TOOL_STRING_BOUND = 1000
 TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
@@ -106,7 +108,7 @@ def strict_schema(
             properties = node.setdefault("properties", {})
             required = set(node.get("required", []))
             for name, sub in list(properties.items()):
-                if name not in required and not _allows_null(sub):
+                if name not in required and not allows_null(sub):
                     properties[name] = {"anyOf": [sub, {"type": "null"}]}
             node["required"] = list(properties)
             node["additionalProperties"] = False
@@ -114,11 +116,6 @@ def strict_schema(
         return node
 
     return typing.cast(dict[str, Any], walk(resolved))
-
-
-def _allows_null(schema: dict[str, Any]) -> bool:
-    options = schema.get("anyOf", [schema])
-    return any(isinstance(o, dict) and o.get("type") == "null" for o in options)
 
 
 @dataclass(frozen=True)

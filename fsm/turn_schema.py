@@ -25,6 +25,12 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
+def allows_null(schema: dict[str, Any]) -> bool:
+    """Whether a (sub)schema admits null: the turn schema's "nothing new" / optional."""
+    options = schema.get("anyOf", [schema])
+    return any(isinstance(o, dict) and o.get("type") == "null" for o in options)
+
+
 def context_update_schema(definition: AgentDefinition, run: RunState) -> dict[str, Any]:
     """The ``context_update`` object: the state's writable keys, typed.
 

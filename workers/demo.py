@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from temporalio.client import Client
 
 from activities.definitions import load_agents
+from fsm.checks import successors
 from schemas.definition import AgentDefinition
 from schemas.run import TraceEntry
 from schemas.workflow import AgentResult, AgentStatus
@@ -45,13 +46,7 @@ def illegal_moves(definition: AgentDefinition, trace: list[TraceEntry]) -> list[
     for entry in trace:
         if not entry.accepted or entry.to_state is None:
             continue
-        state = definition.states[entry.from_state]
-        targets = {t.target for t in state.transitions} | {entry.from_state}
-        if state.approval is not None:
-            gate = state.approval
-            targets |= {gate.on_approve, gate.on_reject}
-            if gate.on_timeout is not None:
-                targets.add(gate.on_timeout)
+        targets = {entry.from_state, *successors(definition.states[entry.from_state])}
         if entry.to_state not in targets:
             wrong.append(entry)
     return wrong
