@@ -214,6 +214,7 @@ def _reject(
     by: str | None = None,
     model: str | None = None,
     tokens: int | None = None,
+    latency_ms: int | None = None,
 ) -> TurnResult:
     entry = TraceEntry(
         step=run.step,
@@ -225,6 +226,7 @@ def _reject(
         by=by,
         model=model,
         tokens=tokens,
+        latency_ms=latency_ms,
     )
     return TurnResult(False, run.model_copy(update={"trace": (*run.trace, entry)}), reason, entry)
 
@@ -297,6 +299,7 @@ def apply_turn(
     *,
     model: str | None = None,
     tokens: int | None = None,
+    latency_ms: int | None = None,
 ) -> TurnResult:
     """Judge a model's turn and apply it when the table allows it.
 
@@ -311,13 +314,16 @@ def apply_turn(
         turn: The parsed turn.
         model: The model that produced it, for the trace.
         tokens: Tokens it cost, for the trace.
+        latency_ms: How long the model took, for the trace.
 
     Returns:
         The verdict, with the run after it.
     """
 
     def reject(reason: str) -> TurnResult:
-        return _reject(run, reason, turn.target_state, model=model, tokens=tokens)
+        return _reject(
+            run, reason, turn.target_state, model=model, tokens=tokens, latency_ms=latency_ms
+        )
 
     if (reason := _not_open_reason(run)) is not None:
         return reject(reason)
@@ -336,6 +342,7 @@ def apply_turn(
         accepted=True,
         model=model,
         tokens=tokens,
+        latency_ms=latency_ms,
     )
     return _enter(definition, run, turn.target_state, context, entry)
 
@@ -394,13 +401,16 @@ def record_rejection(
     by: str | None = None,
     model: str | None = None,
     tokens: int | None = None,
+    latency_ms: int | None = None,
 ) -> RunState:
     """Append a rejected event to the trace.
 
     For what never reached the engine's judgement: a reply that is bad JSON or
     breaks the schema, a model that could not be reached, an ignored decision.
     """
-    return _reject(run, reason, target, kind=kind, by=by, model=model, tokens=tokens).run
+    return _reject(
+        run, reason, target, kind=kind, by=by, model=model, tokens=tokens, latency_ms=latency_ms
+    ).run
 
 
 def fail_run(run: RunState, reason: str) -> RunState:

@@ -281,20 +281,24 @@ class AgentWorkflow:
         """Parse and apply a reply; returns the applied turn (or allowed tool call)."""
         definition = self._require_definition()
         run = self._state()
+        # What the call cost goes on whichever trace entry the reply produces.
+        usage: dict[str, Any] = {
+            "model": output.model,
+            "tokens": output.tokens,
+            "latency_ms": output.latency_ms,
+        }
         self._count("fsmflow_tokens", output.tokens, state=run.state, model=output.model)
         if output.problem is not None:
             kind = "invalid_json" if "not valid JSON" in output.problem else "schema"
             self._count("fsmflow_rejections", state=run.state, reason=kind)
-            self._set_run(
-                record_rejection(run, output.problem, model=output.model, tokens=output.tokens)
-            )
+            self._set_run(record_rejection(run, output.problem, **usage))
             return None, output.problem
         try:
             parsed = parse_turn(definition, output.parsed or output.content)
         except TurnParseError as exc:
             self._count("fsmflow_rejections", state=run.state, reason="shape")
             reason = str(exc)
-            self._set_run(record_rejection(run, reason, model=output.model, tokens=output.tokens))
+            self._set_run(record_rejection(run, reason, **usage))
             return None, reason
         if isinstance(parsed, AutonomousDecision) and isinstance(parsed.action, ToolCallAction):
             call = parsed.action
@@ -306,15 +310,7 @@ class AgentWorkflow:
                 # is registered, so tool_call_problem refuses every call above.
                 problem = "tool execution is not available in this version of fsmflow"
             self._count("fsmflow_rejections", state=run.state, reason="tool")
-            self._set_run(
-                record_rejection(
-                    run,
-                    problem,
-                    target=f"tool:{call.tool}",
-                    model=output.model,
-                    tokens=output.tokens,
-                )
-            )
+            self._set_run(record_rejection(run, problem, target=f"tool:{call.tool}", **usage))
             return None, problem
         if isinstance(parsed, AutonomousDecision):
             action = parsed.action
@@ -326,20 +322,13 @@ class AgentWorkflow:
             )
         else:
             turn = parsed
-        result = apply_turn(definition, run, turn, model=output.model, tokens=output.tokens)
+        result = apply_turn(definition, run, turn, **usage)
         self._set_run(result.run)
         if not result.accepted:
             self._count("fsmflow_rejections", state=run.state, reason="engine")
             return None, result.reason
         self._count("fsmflow_transitions", from_state=run.state, to_state=turn.target_state)
         return turn, ""
-
-    def _stamp_latency(self, latency_ms: int) -> None:
-        """Record the model call's latency on the trace entry it produced."""
-        run = self._state()
-        if run.trace and run.trace[-1].latency_ms is None and run.trace[-1].kind == "turn":
-            last = run.trace[-1].model_copy(update={"latency_ms": latency_ms})
-            self._set_run(run.model_copy(update={"trace": (*run.trace[:-1], last)}))
 
     async def _valid_turn(self) -> tuple[TurnDecision | ToolCallAction | None, str]:
         """Ask the model until a reply is applied, re-asking with the reason."""
@@ -357,7 +346,6 @@ class AgentWorkflow:
                 return None, reason
             self._tokens += output.tokens
             turn, feedback = self._judge(output)
-            self._stamp_latency(output.latency_ms)
             if turn is not None:
                 return turn, ""
         attempts = self._limits.max_reasks + 1
