@@ -52,7 +52,6 @@ class Carried(BaseModel):
     run: RunState
     history: list[DialogueTurn] = Field(default_factory=list)
     total_tokens: int = 0
-    generation: int = 0
     gate_deadline: datetime | None = None
     """When the open approval gate times out (a gate's timer survives the hand-over)."""
 

@@ -6,7 +6,7 @@ records every run state it sets, so the trace is exactly what the run computed.
 
 from __future__ import annotations
 
-import threading
+import asyncio
 
 from temporalio import workflow
 from temporalio.client import WorkflowHistory
@@ -17,7 +17,8 @@ from schemas.run import RunState, TraceEntry
 from schemas.workflow import AgentResult, AgentWorkflowInput
 from workflows.agent import AgentWorkflow
 
-_lock = threading.Lock()
+# One replay at a time: the capturing subclass records into one module-level list.
+_lock = asyncio.Lock()
 _captured: list[RunState] = []
 
 
@@ -51,7 +52,7 @@ async def trace_from_history(history: WorkflowHistory) -> list[TraceEntry]:
         data_converter=pydantic_data_converter,
         workflow_runner=UnsandboxedWorkflowRunner(),
     )
-    with _lock:
+    async with _lock:
         _captured.clear()
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         states = list(_captured)

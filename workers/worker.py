@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 
 from activities.definitions import DefinitionActivities, load_agents
 from activities.llm import LlmActivities
+from fsm.problems import DefinitionError
 from workers.client import connect
 from workers.health import HealthServer, Readiness
 from workers.settings import Settings
@@ -38,8 +39,6 @@ def check_agents(settings: Settings) -> list[str]:
     Raises:
         WorkerConfigError: Naming the file, state and field of every problem.
     """
-    from fsm.problems import DefinitionError
-
     try:
         agents = load_agents(settings.agents_dir, tools=[], tiers=sorted(settings.models))
     except (DefinitionError, FileNotFoundError) as exc:

@@ -95,7 +95,6 @@ class AgentWorkflow:
         self._gate_deadline: datetime | None = None
         self._tokens = 0
         self._turns = 0
-        self._generation = 0
         self._calling_model = False
         self._published: tuple[str, str] | None = None
         carried = request.carried
@@ -111,7 +110,6 @@ class AgentWorkflow:
             self._run = carried.run
             self._history = list(carried.history)
             self._tokens = carried.total_tokens
-            self._generation = carried.generation + 1
             self._gate_deadline = carried.gate_deadline
 
     # ----------------------------------------------------------------- main loop
@@ -196,7 +194,6 @@ class AgentWorkflow:
             run=run.model_copy(update={"trace": run.trace[-self._limits.trace_keep :]}),
             history=self._history[-self._limits.history_keep :],
             total_tokens=self._tokens,
-            generation=self._generation,
             gate_deadline=self._gate_deadline,
         )
 
