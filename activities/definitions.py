@@ -13,7 +13,14 @@ from temporalio.exceptions import ApplicationError
 
 from fsm.loader import Loaded, load_file, parse_definition
 from fsm.problems import DefinitionError
-from schemas.activity import ResolvedDefinition, ResolveDefinitionInput, ResolvedRun, RunLimits
+from schemas.activity import (
+    ResolvedDefinition,
+    ResolveDefinitionInput,
+    ResolvedRun,
+    RunLimits,
+    ToolInfo,
+)
+from schemas.definition import AgentDefinition, parse_duration
 
 DEFINITION_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -50,6 +57,30 @@ def load_agents(
     return agents
 
 
+def run_tools(
+    definition: AgentDefinition, registered: Mapping[str, ToolInfo]
+) -> dict[str, ToolInfo]:
+    """The tools a definition's states name, with the definition's options applied."""
+    used = sorted({t for state in definition.states.values() for t in state.tools})
+    tools: dict[str, ToolInfo] = {}
+    for name in used:
+        if name not in registered:
+            continue
+        info = registered[name]
+        options = definition.tools.get(name)
+        if options is not None:
+            changes: dict[str, Any] = {}
+            if options.timeout is not None:
+                changes["timeout_seconds"] = float(parse_duration(options.timeout))
+            if options.heartbeat is not None:
+                changes["heartbeat_seconds"] = float(parse_duration(options.heartbeat))
+            if options.max_attempts is not None:
+                changes["max_attempts"] = options.max_attempts
+            info = info.model_copy(update=changes)
+        tools[name] = info
+    return tools
+
+
 class DefinitionActivities:
     """Resolves agents by name from a directory, or validates inline definitions."""
 
@@ -57,7 +88,7 @@ class DefinitionActivities:
         self,
         agents_dir: Path,
         limits: RunLimits,
-        tool_schemas: Mapping[str, dict[str, Any]] | None = None,
+        tools: Mapping[str, ToolInfo] | None = None,
         tiers: list[str] | None = None,
     ) -> None:
         """Build the activities.
@@ -65,16 +96,16 @@ class DefinitionActivities:
         Args:
             agents_dir: Where ``{"agent": NAME}`` is looked up (by name or file stem).
             limits: The run limits handed to every new run.
-            tool_schemas: Argument schemas of the registered tools.
+            tools: The registered tools; a state naming another is refused.
             tiers: The configured model tiers; a state naming another is refused.
         """
         self._agents_dir = agents_dir
         self._limits = limits
-        self._tool_schemas = dict(tool_schemas or {})
+        self._tools = dict(tools or {})
         self._tiers = tiers
 
     def _resolve(self, request: ResolveDefinitionInput) -> Loaded:
-        tools = list(self._tool_schemas)
+        tools = list(self._tools)
         if request.definition is not None:
             return parse_definition(
                 request.definition, source="inline definition", tools=tools, tiers=self._tiers
@@ -104,9 +135,5 @@ class DefinitionActivities:
                 source=loaded.source,
             ),
             limits=self._limits,
-            tool_schemas={t: self._tool_schemas[t] for t in self._used_tools(loaded)},
+            tools=run_tools(loaded.definition, self._tools),
         )
-
-    def _used_tools(self, loaded: Loaded) -> list[str]:
-        names = {t for state in loaded.definition.states.values() for t in state.tools}
-        return sorted(names & set(self._tool_schemas))

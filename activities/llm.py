@@ -9,11 +9,8 @@ that says what to fix.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
@@ -23,32 +20,30 @@ from opentelemetry import trace
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from fsm.turn_schema import allows_null
 from schemas.activity import LlmTurnInput, LlmTurnOutput
 from workers.settings import ModelTier, Settings
-
-HEARTBEAT_SECONDS = 5.0
 
 log = structlog.get_logger("fsmflow.llm")
 tracer = trace.get_tracer("fsmflow.activities")
 
 
-@contextlib.asynccontextmanager
-async def heartbeating(every: float = HEARTBEAT_SECONDS) -> AsyncIterator[None]:
-    """Heartbeat while the body runs, so a dead worker is noticed within the timeout."""
+def _tags(variant: dict[str, Any]) -> dict[str, list[Any]]:
+    """What tells a declaration's variant apart: its kind (and, for calls, its tool)."""
+    return {
+        name: sub["enum"]
+        for name, sub in variant.get("properties", {}).items()
+        if name in ("kind", "tool") and isinstance(sub, dict) and "enum" in sub
+    }
 
-    async def beat() -> None:
-        while True:
-            activity.heartbeat()
-            await asyncio.sleep(every)
 
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def _chosen(schema: dict[str, Any], value: dict[str, Any]) -> dict[str, Any] | None:
+    for variant in schema.get("anyOf", []):
+        tags = _tags(variant)
+        if tags and all(value.get(name) in enum for name, enum in tags.items()):
+            return variant
+    return None
 
 
 def fill_nulls(schema: dict[str, Any], value: Any) -> Any:
@@ -59,10 +54,9 @@ def fill_nulls(schema: dict[str, Any], value: Any) -> Any:
     """
     if not isinstance(value, dict):
         return value
-    for variant in schema.get("anyOf", []):
-        kind = variant.get("properties", {}).get("kind", {}).get("enum")
-        if kind and value.get("kind") in kind:
-            return fill_nulls(variant, value)
+    variant = _chosen(schema, value)
+    if variant is not None:
+        return fill_nulls(variant, value)
     properties = schema.get("properties")
     if not isinstance(properties, dict):
         return value
@@ -76,13 +70,36 @@ def fill_nulls(schema: dict[str, Any], value: Any) -> Any:
     return filled
 
 
-def schema_problem(schema: dict[str, Any], value: Any) -> str | None:
-    """Say where a reply breaks the turn schema, or None when it fits."""
+def _first_error(schema: dict[str, Any], value: Any, where: list[Any]) -> tuple[str, str] | None:
     error = next(iter(Draft202012Validator(schema).iter_errors(value)), None)
     if error is None:
         return None
-    where = ".".join(str(p) for p in error.absolute_path) or "reply"
-    return f"the reply does not fit the turn schema at {where}: {error.message[:300]}"
+    path = [*where, *error.absolute_path]
+    instance = error.instance
+    if error.validator == "anyOf" and isinstance(instance, dict):
+        # A declaration is one of several variants: judge it against the one it
+        # chose (its kind and tool), or say which kinds and tools exist here.
+        variant = _chosen(error.schema, instance)
+        if variant is not None:
+            return _first_error(variant, instance, path)
+        tools = [t for v in error.schema["anyOf"] for t in _tags(v).get("tool", [])]
+        if instance.get("kind") == "call_tool":
+            listing = ", ".join(tools) or "none"
+            message = f"tool {instance.get('tool')!r} cannot be called here (tools: {listing})"
+        else:
+            kinds = sorted({k for v in error.schema["anyOf"] for k in _tags(v).get("kind", [])})
+            message = f"kind {instance.get('kind')!r} is not one of {kinds}"
+        return ".".join(str(p) for p in path) or "reply", message
+    return ".".join(str(p) for p in path) or "reply", error.message
+
+
+def schema_problem(schema: dict[str, Any], value: Any) -> str | None:
+    """Say where a reply breaks the turn schema, or None when it fits."""
+    found = _first_error(schema, value, [])
+    if found is None:
+        return None
+    where, message = found
+    return f"the reply does not fit the turn schema at {where}: {message[:300]}"
 
 
 class LlmActivities:

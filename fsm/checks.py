@@ -99,6 +99,13 @@ def _check_guard(
                     yield Problem(
                         f"{var!r} names no state{did_you_mean(visited, definition.states)}", path
                     )
+            elif head == "_calls" and var.count(".") == 1:
+                tool = var.split(".")[1]
+                listed = {t for state in definition.states.values() for t in state.tools}
+                if tool not in listed:
+                    yield Problem(
+                        f"{var!r} names no tool a state lists{did_you_mean(tool, listed)}", path
+                    )
         elif head not in definition.context:
             yield Problem(
                 f"{head!r} is not a declared context key{did_you_mean(head, definition.context)}",
@@ -148,11 +155,18 @@ def _check_state(
                 )
     yield from _check_key_list(definition, state_id, "collects", state.collects)
     yield from _check_key_list(definition, state_id, "sees", state.sees or [])
+    if state.tools and definition.mode != "autonomous":
+        yield Problem(
+            "tools are called in autonomous runs only (mode: autonomous); "
+            "a conversation turn is a reply",
+            (*where, "tools"),
+        )
     if tools is not None:
         for name in state.tools:
             if name not in tools:
                 yield Problem(
-                    f"tool {name!r} is not registered{did_you_mean(name, tools)}",
+                    f"tool {name!r} is not registered{did_you_mean(name, tools)} "
+                    "(tool modules come from FSMFLOW_TOOL_MODULES)",
                     (*where, "tools"),
                 )
     if tiers is not None and state.model not in tiers:
@@ -162,6 +176,23 @@ def _check_state(
             (*where, "model"),
         )
     yield from _check_duplicates(state_id, state)
+
+
+def _check_tool_options(
+    definition: AgentDefinition, tools: Collection[str] | None
+) -> Iterator[Problem]:
+    used = {name for state in definition.states.values() for name in state.tools}
+    for name in definition.tools:
+        if tools is not None and name not in tools:
+            yield Problem(
+                f"tool {name!r} is not registered{did_you_mean(name, tools)}", ("tools", name)
+            )
+        elif name not in used:
+            yield Problem(
+                f"options for tool {name!r}, which no state lists in its tools",
+                ("tools", name),
+                severity="warning",
+            )
 
 
 def _check_duplicates(state_id: str, state: State) -> Iterator[Problem]:
@@ -258,6 +289,7 @@ def check_definition(
             )
         )
     problems.extend(_check_names(definition))
+    problems.extend(_check_tool_options(definition, tools))
     for state_id, state in definition.states.items():
         problems.extend(_check_state(definition, state_id, state, tools, tiers))
     problems.extend(_check_graph(definition))

@@ -10,7 +10,7 @@ from jsonschema import Draft202012Validator, FormatChecker, ValidationError
 from schemas.definition import DEFAULT_STRING_BOUND, AgentDefinition, ContextKey
 from schemas.run import RunState
 
-SYSTEM_KEYS = ("_state", "_step", "_visits")
+SYSTEM_KEYS = ("_state", "_step", "_visits", "_calls")
 """Keys the framework provides to guards. The model can never write them."""
 
 REDACTED = "[redacted]"
@@ -91,7 +91,14 @@ def check_initial_context(definition: AgentDefinition, values: Mapping[str, Any]
 def guard_data(run: RunState) -> dict[str, Any]:
     """The data guards see: the context plus the system keys."""
     data = dict(run.context)
-    data.update({"_state": run.state, "_step": run.step, "_visits": dict(run.visits)})
+    data.update(
+        {
+            "_state": run.state,
+            "_step": run.step,
+            "_visits": dict(run.visits),
+            "_calls": dict(run.calls),
+        }
+    )
     return data
 
 

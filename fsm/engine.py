@@ -24,11 +24,15 @@ from pydantic import ValidationError
 from fsm import jsonlogic
 from fsm.checks import guard_keys
 from fsm.context import check_initial_context, guard_data, is_present, value_problem
+from schemas.activity import ToolInfo
 from schemas.definition import AgentDefinition, State, Transition
 from schemas.run import RunState, TraceEntry, TraceKind
 from schemas.turn import AutonomousDecision, TurnDecision
 
 Decision = Literal["approve", "reject", "timeout"]
+
+ARTIFACTS_KEPT = 50
+"""Artifact references a run keeps offering to its tools (the newest)."""
 
 
 class ContextError(ValueError):
@@ -174,6 +178,8 @@ def start_run(definition: AgentDefinition, context: Mapping[str, Any] | None = N
         state=definition.initial_state,
         context={k: v for k, v in values.items() if v is not None},
         visits={definition.initial_state: 1},
+        # Every listed tool starts at 0, so a guard on _calls.<tool> is never null.
+        calls={t: 0 for t in sorted({t for s in definition.states.values() for t in s.tools})},
     )
     return _settle(definition, run)
 
@@ -215,6 +221,7 @@ def _reject(
     model: str | None = None,
     tokens: int | None = None,
     latency_ms: int | None = None,
+    tool: str | None = None,
 ) -> TurnResult:
     entry = TraceEntry(
         step=run.step,
@@ -227,6 +234,7 @@ def _reject(
         model=model,
         tokens=tokens,
         latency_ms=latency_ms,
+        tool=tool,
     )
     return TurnResult(False, run.model_copy(update={"trace": (*run.trace, entry)}), reason, entry)
 
@@ -402,14 +410,24 @@ def record_rejection(
     model: str | None = None,
     tokens: int | None = None,
     latency_ms: int | None = None,
+    tool: str | None = None,
 ) -> RunState:
     """Append a rejected event to the trace.
 
     For what never reached the engine's judgement: a reply that is bad JSON or
-    breaks the schema, a model that could not be reached, an ignored decision.
+    breaks the schema, a model that could not be reached, an ignored decision, a
+    refused or failed tool call.
     """
     return _reject(
-        run, reason, target, kind=kind, by=by, model=model, tokens=tokens, latency_ms=latency_ms
+        run,
+        reason,
+        target,
+        kind=kind,
+        by=by,
+        model=model,
+        tokens=tokens,
+        latency_ms=latency_ms,
+        tool=tool,
     ).run
 
 
@@ -433,23 +451,93 @@ def tool_call_problem(
     run: RunState,
     tool: str,
     arguments: Mapping[str, Any],
-    tool_schemas: Mapping[str, Mapping[str, Any]],
+    tools: Mapping[str, ToolInfo],
 ) -> str | None:
-    """Say why a tool call may not execute now, or None when it may."""
+    """Say why a tool call may not execute now, or None when it may.
+
+    A call may execute when the run is open for turns, the current state lists
+    the tool, the arguments fit its schema, and every artifact argument names an
+    artifact this run created.
+    """
     if (reason := _not_open_reason(run)) is not None:
         return reason
     allowed = definition.states[run.state].tools
     if tool not in allowed:
         listing = ", ".join(allowed) or "none"
         return f"tool {tool!r} is not allowed in {run.state!r}; allowed: {listing}"
-    schema = tool_schemas.get(tool)
-    if schema is None:
+    info = tools.get(tool)
+    if info is None:
         return f"tool {tool!r} is not registered"
-    error = next(iter(Draft202012Validator(dict(schema)).iter_errors(dict(arguments))), None)
+    error = next(iter(Draft202012Validator(info.parameters).iter_errors(dict(arguments))), None)
     if error is not None:
         where = ".".join(str(p) for p in error.path) or "arguments"
         return f"bad arguments for {tool!r}: {where}: {error.message[:200]}"
+    for name in info.artifact_parameters:
+        ref = arguments.get(name)
+        if ref is not None and ref not in run.artifacts:
+            known = ", ".join(run.artifacts[-5:]) or "none yet"
+            return (
+                f"bad arguments for {tool!r}: {name}: {str(ref)[:80]!r} is not an artifact "
+                f"of this run (latest: {known})"
+            )
     return None
+
+
+def record_tool_call(
+    definition: AgentDefinition,
+    run: RunState,
+    tool: str,
+    *,
+    ok: bool,
+    outcome: str,
+    artifacts: tuple[str, ...] | list[str] = (),
+    model: str | None = None,
+    tokens: int | None = None,
+    latency_ms: int | None = None,
+) -> RunState:
+    """Record an executed tool call: a step in the current state.
+
+    A tool call counts as a step (``max_steps`` bounds a model that calls tools
+    forever); the run stays in its state and learns the call's artifacts.
+
+    Args:
+        definition: The agent definition.
+        run: The run before the call.
+        tool: The tool called.
+        ok: Whether it succeeded (a ``ToolError`` result did not); successful
+            calls count in ``_calls.<tool>``.
+        outcome: A short account for the trace (``ok, 120 chars``, ``tool error: ...``).
+        artifacts: References the call created.
+        model: The model that declared the call.
+        tokens: Tokens the declaration cost.
+        latency_ms: How long the model took.
+    """
+    entry = TraceEntry(
+        step=run.step,
+        kind="tool_call",
+        from_state=run.state,
+        to_state=run.state,
+        accepted=True,
+        reason=outcome,
+        model=model,
+        tokens=tokens,
+        latency_ms=latency_ms,
+        tool=tool,
+    )
+    known = [ref for ref in run.artifacts if ref not in artifacts]
+    calls = dict(run.calls)
+    if ok:
+        calls[tool] = calls.get(tool, 0) + 1
+    called = run.model_copy(
+        update={
+            "step": run.step + 1,
+            "tool_calls": run.tool_calls + 1,
+            "calls": calls,
+            "artifacts": tuple([*known, *artifacts][-ARTIFACTS_KEPT:]),
+            "trace": (*run.trace, entry),
+        }
+    )
+    return _settle(definition, called)
 
 
 def parse_turn(

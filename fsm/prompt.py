@@ -10,11 +10,12 @@ context, never the whole history.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fsm.context import REDACTED, key_schema
 from fsm.engine import Move, allowed_moves, writable_keys
+from schemas.activity import ToolInfo
 from schemas.definition import AgentDefinition
 from schemas.run import DialogueTurn, RunState
 
@@ -46,7 +47,22 @@ def _describe_key(definition: AgentDefinition, name: str) -> str:
     return f"- {name} ({kind})" + (f": {key.description}" if key.description else "")
 
 
-def system_prompt(definition: AgentDefinition, run: RunState, moves: Sequence[Move]) -> str:
+def _describe_tool(name: str, info: ToolInfo | None) -> str:
+    if info is None:
+        return f"- {name}"
+    line = f"- {name}: {info.description}"
+    arguments = list(info.parameters.get("properties", {}))
+    if arguments:
+        line += f" (arguments: {', '.join(arguments)})"
+    return line
+
+
+def system_prompt(
+    definition: AgentDefinition,
+    run: RunState,
+    moves: Sequence[Move],
+    tools: Mapping[str, ToolInfo] | None = None,
+) -> str:
     """The stable part of the prompt for the run's current state."""
     state = definition.states[run.state]
     parts = []
@@ -68,8 +84,10 @@ def system_prompt(definition: AgentDefinition, run: RunState, moves: Sequence[Mo
             + "\n".join(_describe_move(m, run.state) for m in moves)
         )
         if state.tools:
+            known = tools or {}
             parts.append(
-                '## Tools (action.kind "call_tool")\n' + "\n".join(f"- {t}" for t in state.tools)
+                '## Tools (action.kind "call_tool")\n'
+                + "\n".join(_describe_tool(t, known.get(t)) for t in state.tools)
             )
     else:
         parts.append(
@@ -114,6 +132,7 @@ def build_messages(
     *,
     task: str = "",
     feedback: str = "",
+    tools: Mapping[str, ToolInfo] | None = None,
 ) -> list[dict[str, str]]:
     """The chat messages for the model's next turn.
 
@@ -124,12 +143,13 @@ def build_messages(
             ``history_window`` exchanges before it are shown.
         task: The request of an autonomous run.
         feedback: Why the previous reply was rejected, when re-asking.
+        tools: The run's tools (descriptions for the state's tool list).
 
     Returns:
         OpenAI-style ``{"role", "content"}`` messages.
     """
     moves = allowed_moves(definition, run)
-    messages = [{"role": "system", "content": system_prompt(definition, run, moves)}]
+    messages = [{"role": "system", "content": system_prompt(definition, run, moves, tools)}]
     if task:
         messages.append({"role": "user", "content": f"Task: {task}"})
     context = visible_context(definition, run)
@@ -138,6 +158,14 @@ def build_messages(
             {
                 "role": "system",
                 "content": "Known context: " + json.dumps(context, ensure_ascii=False),
+            }
+        )
+    if run.artifacts and definition.states[run.state].tools:
+        messages.append(
+            {
+                "role": "system",
+                "content": "Artifacts of this run (pass a reference to a tool): "
+                + ", ".join(run.artifacts[-10:]),
             }
         )
     window = definition.states[run.state].history_window

@@ -7,25 +7,123 @@ every string bounded, no ``$ref``. That one schema is used inside fsmflow's turn
 schema (so a constrained decoder emits only valid calls) and exported in the
 formats other frameworks expect: OpenAI, Anthropic and Google GenAI.
 
-Executing tools (activities, idempotency ledger, artifacts) is built on this.
+This module is also what a tool author imports: ``ToolContext`` (the call's
+idempotency key, the effect ledger and the artifact store), ``Artifact`` (a
+parameter type: the full content of an earlier result, passed by reference) and
+``ToolError`` (an error the model should read). Executing tools is the activity
+``fsmflow.run_tool`` in ``activities/tools.py``; the stores live there too.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
+import json
 import re
+import types
 import typing
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from pydantic import Field, create_model
+from pydantic import BaseModel, Field, create_model
 
 from fsm.turn_schema import allows_null
+from schemas.activity import ToolInfo
 
 DEFAULT_TOOL_STRING_BOUND = 1000
 TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+ARTIFACT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ARTIFACT_PREFIX = "artifact:"
+
+
+class ToolError(Exception):
+    """An error the model should know about: its message becomes the call's result.
+
+    Raise it for what the model can act on (no document by that name, a draft too
+    short to publish). Any other exception is a failure: retried per the tool's
+    policy, then recorded in the trace, and the turn fails.
+    """
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """The full content of an artifact, given to a parameter typed ``Artifact``.
+
+    The model passes only the reference (``artifact:3/draft.md``); the activity
+    reads the content from the artifact store, so it never goes through the
+    prompt or the workflow history.
+    """
+
+    ref: str
+    data: bytes = field(repr=False)
+
+    @property
+    def text(self) -> str:
+        """The content as UTF-8 text."""
+        return self.data.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The content parsed as JSON."""
+        return json.loads(self.data)
+
+
+def artifact_ref(step: int, name: str) -> str:
+    """The reference of artifact ``name`` created at ``step`` of a run.
+
+    Raises:
+        ValueError: If the name is not a plain file name (letters, digits, ``._-``).
+    """
+    if not ARTIFACT_NAME_PATTERN.match(name):
+        raise ValueError(
+            f"artifact name {name!r} must be 1-64 letters, digits, '.', '_' or '-' "
+            "and start with a letter or digit"
+        )
+    return f"{ARTIFACT_PREFIX}{step}/{name}"
+
+
+def artifact_path(ref: str) -> str:
+    """The run-relative path (``3/draft.md``) of a reference.
+
+    Raises:
+        ValueError: If the text is not an artifact reference.
+    """
+    step, _, name = ref.removeprefix(ARTIFACT_PREFIX).partition("/")
+    if not ref.startswith(ARTIFACT_PREFIX) or not step.isdigit():
+        raise ValueError(f"{ref!r} is not an artifact reference (artifact:<step>/<name>)")
+    artifact_ref(int(step), name)
+    return f"{int(step)}/{name}"
+
+
+class EffectLedger(Protocol):
+    """A durable record of side effects by idempotency key (SQLite by default)."""
+
+    async def once(
+        self,
+        key: str,
+        effect: Callable[[], Any],
+        *,
+        tool: str,
+        reconcile: Callable[[], Any] | None = None,
+    ) -> Any:
+        """Run ``effect`` unless ``key`` is recorded as done; return its result.
+
+        See ``activities.ledger.SqliteLedger.once`` for the contract.
+        """
+
+
+class ArtifactStore(Protocol):
+    """Bytes by (run scope, run-relative path): a directory by default, S3-like elsewhere."""
+
+    async def put(self, scope: str, path: str, data: bytes) -> None:
+        """Store (or overwrite) one artifact."""
+
+    async def get(self, scope: str, path: str) -> bytes:
+        """Read one artifact.
+
+        Raises:
+            KeyError: If there is no such artifact.
+        """
 
 
 @dataclass(frozen=True)
@@ -33,17 +131,67 @@ class ToolContext:
     """What a tool may ask for besides its arguments (a parameter typed ``ToolContext``).
 
     Attributes:
-        idempotency_key: Stable across retries of the same call (workflow id, step,
-            call index): the key that makes a side effect happen once.
+        idempotency_key: Stable across retries of the same call (workflow id, the
+            chain's first run id, step, call index): the key that makes a side
+            effect happen once.
         workflow_id: The run's workflow id.
         step: The run's step when the call was made.
-        call_index: The call's index within the step.
+        call_index: The number of tool calls the run made before this one.
+        attempt: The activity attempt (1 first; more after a failure or crash).
+        ledger: The effect ledger (``once``); None outside a worker.
+        artifacts: The artifact store (``save_artifact``); None outside a worker.
+        scope: Where the run's artifacts live in the store.
     """
 
     idempotency_key: str
     workflow_id: str = ""
     step: int = 0
     call_index: int = 0
+    attempt: int = 1
+    ledger: EffectLedger | None = field(default=None, repr=False, compare=False)
+    artifacts: ArtifactStore | None = field(default=None, repr=False, compare=False)
+    scope: str = ""
+    saved: list[str] = field(default_factory=list, repr=False, compare=False)
+
+    async def once(
+        self,
+        effect: Callable[[], Awaitable[Any] | Any],
+        *,
+        reconcile: Callable[[], Awaitable[Any] | Any] | None = None,
+        tool: str = "",
+    ) -> Any:
+        """Run a side effect at most once per call, however often the call is retried.
+
+        Args:
+            effect: Does the effect and returns a JSON-serialisable result (sync
+                or async); the result is recorded under this call's key.
+            reconcile: Asked only when an earlier attempt started the effect and
+                died before recording it: return the effect's result if it did
+                happen (looked up in the external system), or None to run it.
+            tool: The tool's name, for the ledger's record.
+
+        Raises:
+            RuntimeError: If no ledger is configured (outside a worker).
+        """
+        if self.ledger is None:
+            raise RuntimeError("no effect ledger: ToolContext.once runs inside a worker")
+        return await self.ledger.once(
+            self.idempotency_key, effect, tool=tool or "tool", reconcile=reconcile
+        )
+
+    async def save_artifact(self, name: str, data: bytes | str) -> str:
+        """Store an artifact of this call (keyed by run and step); returns its reference.
+
+        A retried call saving the same name overwrites it, so saving is idempotent.
+        """
+        if self.artifacts is None:
+            raise RuntimeError("no artifact store: ToolContext.save_artifact runs in a worker")
+        ref = artifact_ref(self.step, name)
+        payload = data.encode() if isinstance(data, str) else data
+        await self.artifacts.put(self.scope, artifact_path(ref), payload)
+        if ref not in self.saved:
+            self.saved.append(ref)
+        return ref
 
 
 class ToolDefinitionError(TypeError):
@@ -126,10 +274,27 @@ class ToolSpec:
     description: str
     parameters: dict[str, Any]
     function: Callable[..., Any] = field(repr=False, compare=False)
+    arguments_model: type[BaseModel] | None = field(default=None, repr=False, compare=False)
+    """Validates the model's arguments into Python values (nested models, enums)."""
     context_parameter: str | None = None
+    artifact_parameters: tuple[str, ...] = ()
     timeout_seconds: float = 60.0
     max_attempts: int = 3
+    heartbeat_seconds: float = 20.0
+    model_errors: tuple[type[BaseException], ...] = ()
+    """Exception types (besides ``ToolError``) whose message goes to the model."""
     is_async: bool = False
+
+    def info(self) -> ToolInfo:
+        """What the workflow needs to know of the tool (recorded in history)."""
+        return ToolInfo(
+            description=self.description,
+            parameters=self.parameters,
+            artifact_parameters=list(self.artifact_parameters),
+            timeout_seconds=self.timeout_seconds,
+            max_attempts=self.max_attempts,
+            heartbeat_seconds=self.heartbeat_seconds,
+        )
 
     def openai(self) -> dict[str, Any]:
         """The OpenAI Chat Completions ``tools`` entry."""
@@ -187,9 +352,21 @@ class ToolRegistry:
         name: str | None = None,
         timeout_seconds: float = 60.0,
         max_attempts: int = 3,
+        heartbeat_seconds: float = 20.0,
+        model_errors: tuple[type[BaseException], ...] = (),
         string_bound: int = DEFAULT_TOOL_STRING_BOUND,
     ) -> Any:
         """Register a function as a tool (usable bare or with options).
+
+        Args:
+            function: The tool (when used bare, ``@registry.tool``).
+            name: The tool's name (default: the function's).
+            timeout_seconds: Upper bound of one attempt.
+            max_attempts: Attempts before a failing call fails the turn.
+            heartbeat_seconds: How soon a worker that died mid-call is noticed.
+            model_errors: Exception types whose message the model should read
+                (like ``ToolError``) instead of the call failing.
+            string_bound: ``maxLength`` given to strings that set none.
 
         Raises:
             ToolDefinitionError: If the function lacks type hints, its name is not
@@ -202,6 +379,8 @@ class ToolRegistry:
                 name=name,
                 timeout_seconds=timeout_seconds,
                 max_attempts=max_attempts,
+                heartbeat_seconds=heartbeat_seconds,
+                model_errors=model_errors,
                 string_bound=string_bound,
             )
             if spec.name in self._tools:
@@ -217,13 +396,34 @@ class ToolRegistry:
     def __getitem__(self, name: str) -> ToolSpec:
         return self._tools[name]
 
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def add(self, spec: ToolSpec) -> None:
+        """Add a spec built elsewhere (merging registries).
+
+        Raises:
+            ToolDefinitionError: If the name is taken.
+        """
+        if spec.name in self._tools:
+            raise ToolDefinitionError(f"tool {spec.name!r} is already registered")
+        self._tools[spec.name] = spec
+
+    def specs(self) -> list[ToolSpec]:
+        """Every spec, sorted by name."""
+        return [spec for _, spec in sorted(self._tools.items())]
+
     def names(self) -> list[str]:
         """Registered tool names, sorted."""
         return sorted(self._tools)
 
     def schemas(self) -> dict[str, dict[str, Any]]:
-        """Argument schemas by tool name, for the turn schema and the engine's checks."""
+        """Argument schemas by tool name."""
         return {name: spec.parameters for name, spec in sorted(self._tools.items())}
+
+    def infos(self) -> dict[str, ToolInfo]:
+        """What runs know of each tool (schema, execution options), by name."""
+        return {name: spec.info() for name, spec in sorted(self._tools.items())}
 
     def export(self, fmt: typing.Literal["openai", "anthropic", "google"]) -> list[dict[str, Any]]:
         """Every tool in one provider's format."""
@@ -236,6 +436,8 @@ def build_spec(
     name: str | None = None,
     timeout_seconds: float = 60.0,
     max_attempts: int = 3,
+    heartbeat_seconds: float = 20.0,
+    model_errors: tuple[type[BaseException], ...] = (),
     string_bound: int = DEFAULT_TOOL_STRING_BOUND,
 ) -> ToolSpec:
     """The ``ToolSpec`` of a typed function (see ``ToolRegistry.tool``)."""
@@ -249,8 +451,13 @@ def build_spec(
     except Exception as exc:  # noqa: BLE001 - any failure to resolve hints
         raise ToolDefinitionError(f"tool {tool_name!r}: cannot resolve type hints: {exc}") from None
     summary, argument_docs = _docstring_parts(function)
+    if timeout_seconds <= 0 or heartbeat_seconds <= 0 or max_attempts < 1:
+        raise ToolDefinitionError(
+            f"tool {tool_name!r}: timeout and heartbeat must be > 0 and max_attempts >= 1"
+        )
     fields: dict[str, Any] = {}
     context_parameter = None
+    artifact_parameters: list[str] = []
     for parameter in inspect.signature(function).parameters.values():
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             raise ToolDefinitionError(f"tool {tool_name!r}: *args and **kwargs are not supported")
@@ -262,20 +469,55 @@ def build_spec(
             raise ToolDefinitionError(
                 f"tool {tool_name!r}: parameter {parameter.name!r} has no type hint"
             )
+        description = argument_docs.get(parameter.name)
+        if _is_artifact_hint(hint):
+            # The model names the artifact; the activity passes its content.
+            artifact_parameters.append(parameter.name)
+            hint = str | None if hint is not Artifact else str
+            description = (description + " " if description else "") + (
+                "(an artifact reference, artifact:<step>/<name>, from an earlier result)"
+            )
+        elif _mentions_artifact(hint):
+            raise ToolDefinitionError(
+                f"tool {tool_name!r}: parameter {parameter.name!r}: Artifact is supported "
+                "as a parameter's type or 'Artifact | None', not inside other types"
+            )
         default = ... if parameter.default is parameter.empty else parameter.default
-        fields[parameter.name] = (
-            hint,
-            Field(default, description=argument_docs.get(parameter.name)),
-        )
-    model = create_model(f"{tool_name}_arguments", **fields)
-    parameters = strict_schema(model.model_json_schema(), string_bound=string_bound)
+        fields[parameter.name] = (hint, Field(default, description=description))
+    try:
+        model = create_model(f"{tool_name}_arguments", **fields)
+        parameters = strict_schema(model.model_json_schema(), string_bound=string_bound)
+    except Exception as exc:  # noqa: BLE001 - pydantic's errors for unsupported types vary
+        raise ToolDefinitionError(
+            f"tool {tool_name!r}: no JSON Schema for its hints: {exc}"
+        ) from None
     return ToolSpec(
         name=tool_name,
         description=summary or tool_name.replace("_", " "),
         parameters=parameters,
         function=function,
+        arguments_model=model,
         context_parameter=context_parameter,
+        artifact_parameters=tuple(artifact_parameters),
         timeout_seconds=timeout_seconds,
         max_attempts=max_attempts,
+        heartbeat_seconds=heartbeat_seconds,
+        model_errors=tuple(model_errors),
         is_async=inspect.iscoroutinefunction(function),
     )
+
+
+def _union_members(hint: Any) -> tuple[Any, ...]:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def _is_artifact_hint(hint: Any) -> bool:
+    """``Artifact`` or ``Artifact | None``."""
+    members = set(_union_members(hint))
+    return hint is Artifact or members == {Artifact, type(None)}
+
+
+def _mentions_artifact(hint: Any) -> bool:
+    return hint is Artifact or any(_mentions_artifact(a) for a in typing.get_args(hint))

@@ -14,6 +14,7 @@ from typing import Any
 
 from fsm.context import key_schema
 from fsm.engine import allowed_targets, keys_every_move_needs, writable_keys
+from schemas.activity import ToolInfo
 from schemas.definition import AgentDefinition
 from schemas.run import RunState
 
@@ -77,10 +78,33 @@ def conversation_turn_schema(
     }
 
 
+def tool_arguments_schema(info: ToolInfo, run: RunState) -> dict[str, Any] | None:
+    """A tool's argument schema in this run: artifact arguments enumerate its artifacts.
+
+    Returns None when the tool cannot be called yet: it needs an artifact and the
+    run has none.
+    """
+    schema = dict(info.parameters)
+    properties = dict(schema.get("properties", {}))
+    for name in info.artifact_parameters:
+        if name not in properties:
+            continue
+        optional = allows_null(properties[name])
+        if not run.artifacts and not optional:
+            return None
+        refs: dict[str, Any] = {"type": "string", "enum": list(run.artifacts)}
+        if not run.artifacts:
+            properties[name] = {"type": "null"}
+        else:
+            properties[name] = _nullable(refs) if optional else refs
+    schema["properties"] = properties
+    return schema
+
+
 def autonomous_turn_schema(
     definition: AgentDefinition,
     run: RunState,
-    tool_schemas: Mapping[str, Mapping[str, Any]] | None = None,
+    tools: Mapping[str, ToolInfo] | None = None,
     *,
     reasoning_max_length: int = REASONING_MAX_LENGTH,
 ) -> dict[str, Any]:
@@ -89,8 +113,8 @@ def autonomous_turn_schema(
     Args:
         definition: The agent definition.
         run: The run (its state and context decide the allowed moves).
-        tool_schemas: Argument schemas of registered tools; only the current
-            state's tools appear, each as its own variant.
+        tools: The registered tools the run knows; only the current state's tools
+            appear, each as its own variant.
         reasoning_max_length: Bound of the reasoning string.
     """
     variants: list[dict[str, Any]] = [
@@ -107,16 +131,17 @@ def autonomous_turn_schema(
             "additionalProperties": False,
         }
     ]
-    schemas = tool_schemas or {}
+    known = tools or {}
     for tool in definition.states[run.state].tools:
-        if tool in schemas:
+        arguments = tool_arguments_schema(known[tool], run) if tool in known else None
+        if arguments is not None:
             variants.append(
                 {
                     "type": "object",
                     "properties": {
                         "kind": {"type": "string", "enum": ["call_tool"]},
                         "tool": {"type": "string", "enum": [tool]},
-                        "arguments": dict(schemas[tool]),
+                        "arguments": arguments,
                     },
                     "required": ["kind", "tool", "arguments"],
                     "additionalProperties": False,
@@ -137,7 +162,7 @@ def autonomous_turn_schema(
 def turn_schema(
     definition: AgentDefinition,
     run: RunState,
-    tool_schemas: Mapping[str, Mapping[str, Any]] | None = None,
+    tools: Mapping[str, ToolInfo] | None = None,
 ) -> dict[str, Any]:
     """The turn schema for the definition's mode in the run's current state.
 
@@ -147,5 +172,5 @@ def turn_schema(
     if not allowed_targets(definition, run):
         raise ValueError(f"the run takes no turn in state {run.state!r} ({run.status})")
     if definition.mode == "autonomous":
-        return autonomous_turn_schema(definition, run, tool_schemas)
+        return autonomous_turn_schema(definition, run, tools)
     return conversation_turn_schema(definition, run)

@@ -74,9 +74,60 @@ class RunLimits(_Io):
     """Trace entries carried across continue-as-new (and kept in the workflow)."""
 
 
+class ToolInfo(_Io):
+    """What the workflow knows of a tool: its schema and how its activity is run.
+
+    Registration options overridden by the definition's ``tools`` section; recorded
+    in history with the definition, so a redeployed worker cannot change a run.
+    """
+
+    description: str = ""
+    parameters: dict[str, Any]
+    """The strict JSON Schema of the arguments (artifact parameters are strings)."""
+    artifact_parameters: list[str] = Field(default_factory=list)
+    """Arguments that name an artifact of the run (the turn schema enumerates them)."""
+    timeout_seconds: float = 60.0
+    max_attempts: int = 3
+    heartbeat_seconds: float = 20.0
+
+
 class ResolvedRun(_Io):
     """Everything a new run needs from outside the workflow, recorded in history."""
 
     definition: ResolvedDefinition
     limits: RunLimits = Field(default_factory=RunLimits)
-    tool_schemas: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    tools: dict[str, ToolInfo] = Field(default_factory=dict)
+    """The tools the definition's states name."""
+
+
+class RunToolInput(_Io):
+    """One tool call the engine allowed, with the key that makes its effect once."""
+
+    tool: str
+    arguments: dict[str, Any]
+    idempotency_key: str
+    """``<workflow id>/<chain run id>/<step>/<call index>``: the same on every retry."""
+    workflow_id: str
+    chain_id: str
+    """The first run id of the continue-as-new chain (workflow ids may be reused)."""
+    step: int
+    call_index: int
+    label: str = ""
+
+
+class ToolOutput(_Io):
+    """What a tool call returned, as the model will see it (bounded)."""
+
+    tool: str
+    ok: bool
+    """False when the tool raised an error meant for the model (``ToolError``)."""
+    text: str
+    """The result (or error) as shown to the model: JSON or text, or, for a large
+    result, its artifact reference and a bounded summary."""
+    artifacts: list[str] = Field(default_factory=list)
+    """References of the artifacts the call created."""
+    result_chars: int = 0
+    """Size of the full result (which may live in an artifact)."""
+    replayed: bool = False
+    """True when the idempotency ledger returned an earlier attempt's result."""
+    latency_ms: int = 0

@@ -173,6 +173,24 @@ class Approval(_UserModel):
         return parse_duration(self.timeout) if self.timeout else None
 
 
+class ToolOptions(_UserModel):
+    """How one tool's calls run in this agent (overrides its registration)."""
+
+    timeout: str | None = None
+    """Upper bound of one attempt, e.g. ``30s``, ``5m``."""
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    """Attempts before the call fails the turn (1: never retried)."""
+    heartbeat: str | None = None
+    """How soon a dead worker is noticed during a long call."""
+
+    @field_validator("timeout", "heartbeat")
+    @classmethod
+    def _duration_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
 class State(_UserModel):
     """One state of the machine: what the model is told here and where it may go."""
 
@@ -185,6 +203,7 @@ class State(_UserModel):
     history_window: int = Field(default=4, ge=0)
     model: str = Field(default="default", pattern=NAME_PATTERN)
     tools: list[str] = Field(default_factory=list)
+    """Tools the model may call here (autonomous runs): an allowlist."""
     transitions: list[Transition] = Field(default_factory=list)
     terminal: bool = False
     allow_stay: bool = True
@@ -205,8 +224,10 @@ class AgentDefinition(_UserModel):
     mode: Literal["conversation", "autonomous"] = "conversation"
     initial_state: str
     max_steps: int = 50
-    """Hard bound on accepted turns per run (staying in a state counts)."""
+    """Hard bound on accepted turns per run (staying in a state and tool calls count)."""
     context: dict[str, ContextKey] = Field(default_factory=dict)
+    tools: dict[str, ToolOptions] = Field(default_factory=dict)
+    """Per-tool execution options (timeout, attempts, heartbeat) for this agent."""
     states: dict[str, State]
 
     @field_validator("version", mode="before")

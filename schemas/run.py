@@ -30,6 +30,8 @@ class TraceEntry(BaseModel):
     model: str | None = None
     tokens: int | None = None
     latency_ms: int | None = None
+    tool: str | None = None
+    """The tool called (``tool_call`` entries)."""
 
 
 class DialogueTurn(BaseModel):
@@ -56,6 +58,12 @@ class RunState(BaseModel):
     status: RunStatus = "active"
     end_reason: str | None = None
     trace: tuple[TraceEntry, ...] = ()
+    tool_calls: int = 0
+    """Tool calls executed so far in the run (the call index of the next one)."""
+    calls: dict[str, int] = Field(default_factory=dict)
+    """Successful calls by tool (guards read them as ``_calls.<tool>``)."""
+    artifacts: tuple[str, ...] = ()
+    """References of the artifacts the run's tools created, oldest first (bounded)."""
 
     @property
     def ended(self) -> bool:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.activity import RunLimits
+from schemas.activity import RunLimits, ToolInfo
 from schemas.run import DialogueTurn, RunState, RunStatus, TraceEntry
 
 
@@ -48,7 +48,9 @@ class Carried(BaseModel):
     definition_hash: str
     source: str
     limits: RunLimits
-    tool_schemas: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    tools: dict[str, ToolInfo] = Field(default_factory=dict)
+    chain_id: str = ""
+    """The first run id of the chain: scopes idempotency keys and artifacts."""
     run: RunState
     history: list[DialogueTurn] = Field(default_factory=list)
     total_tokens: int = 0
@@ -118,7 +120,7 @@ class AgentStatus(BaseModel):
     status: RunStatus
     step: int
     max_steps: int
-    waiting_for: Literal["message", "approval", "model", "nothing"]
+    waiting_for: Literal["message", "approval", "model", "tool", "nothing"]
     end_reason: str | None
     total_tokens: int
     turns: int

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +27,7 @@ from workflows.agent import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).parents[1]
 EXAMPLES = ROOT / "examples"
+RESEARCH_TOOLS = EXAMPLES / "research_tools.py"
 
 
 # CI explores the same examples every run (a red CI must be reproducible);
@@ -38,6 +40,14 @@ if os.environ.get("CI"):
 def pytest_configure(config: pytest.Config) -> None:
     # A workflow that ends with an update or signal handler still running is a bug.
     warnings.filterwarnings("error", message=".*[Uu]nfinished.*[Hh]andlers.*")
+
+
+@pytest.fixture(autouse=True)
+def publish_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the research example publishes in this test (never the repository)."""
+    target = tmp_path / "published"
+    monkeypatch.setenv("RESEARCH_PUBLISH_DIR", str(target))
+    return target
 
 
 @pytest.fixture(scope="session")
@@ -78,8 +88,15 @@ def task_queue() -> str:
 
 
 def make_settings(llm: ScriptedLlm, model: str, task_queue: str, **overrides: Any) -> Settings:
-    """Worker settings pointing at the scripted server, with fast retries."""
+    """Worker settings pointing at the scripted server, with fast retries.
+
+    Each call gets its own ledger and artifact directory (a temporary directory).
+    """
+    data = Path(tempfile.mkdtemp(prefix="fsmflow-test-"))
     values: dict[str, Any] = {
+        "tool_modules_spec": str(RESEARCH_TOOLS),
+        "tool_ledger": data / "ledger.sqlite3",
+        "artifacts_dir": data / "artifacts",
         "task_queue": task_queue,
         "agents_dir": EXAMPLES,
         "openai_base_url": llm.url,

@@ -14,8 +14,8 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import EXAMPLES, ROOT, running_worker
-from tests.llm_server import ScriptedLlm, move, say
-from tests.workflows.helpers import wait_for_status
+from tests.llm_server import ScriptedLlm, say
+from tests.workflows.helpers import research_publish, research_to_the_gate, wait_for_status
 from workers.settings import Settings
 
 
@@ -109,12 +109,7 @@ async def test_run_wait_prints_the_result(
     model_name: str,
     settings: Settings,
 ) -> None:
-    llm.script(
-        model_name,
-        move("write", notes="n"),
-        move("review", draft="d"),
-        move("publish_gate", verdict="approve"),
-    )
+    llm.script(model_name, *research_to_the_gate(), *research_publish())
     workflow_id = f"cli-{uuid.uuid4().hex[:8]}"
     async with running_worker(client, settings):
         waiting = asyncio.create_task(
@@ -136,7 +131,7 @@ async def test_run_wait_prints_the_result(
             temporal_env, settings, "approve", workflow_id, "--by", "alice", "--comment", "ok"
         )
         assert code == 0, err
-        assert out.strip() == "approved by alice: now in published (completed)"
+        assert out.strip() == "approved by alice: now in publish (active)"
         code, out, _ = await waiting
     assert code == 0 and '"state": "published"' in out
 

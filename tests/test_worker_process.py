@@ -18,7 +18,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from schemas.workflow import AgentWorkflowInput, MessageInput, Reply
-from tests.conftest import EXAMPLES, ROOT, free_port
+from tests.conftest import EXAMPLES, RESEARCH_TOOLS, ROOT, free_port
 from tests.llm_server import ScriptedLlm, say
 
 
@@ -48,6 +48,22 @@ def test_refuses_an_invalid_definition(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_refuses_definitions_naming_tools_it_does_not_have(tmp_path: Path) -> None:
+    (tmp_path / "research.yaml").write_text((EXAMPLES / "research.yaml").read_text())
+    result = run_worker({"FSMFLOW_AGENTS_DIR": str(tmp_path), "FSMFLOW_TOOL_MODULES": ""})
+    assert result.returncode == 1
+    assert (
+        "state 'research': tools: tool 'search_corpus' is not registered "
+        "(tool modules come from FSMFLOW_TOOL_MODULES)"
+    ) in result.stderr
+    broken = tmp_path / "broken_tools.py"
+    broken.write_text("import no_such_package\n")
+    result = run_worker({"FSMFLOW_AGENTS_DIR": str(tmp_path), "FSMFLOW_TOOL_MODULES": str(broken)})
+    assert result.returncode == 1
+    assert f"tool module {str(broken)!r} failed to import: ModuleNotFoundError" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_refuses_a_missing_agents_dir(tmp_path: Path) -> None:
     result = run_worker({"FSMFLOW_AGENTS_DIR": str(tmp_path / "nope")})
     assert result.returncode == 1
@@ -59,7 +75,11 @@ def test_unreachable_temporal_names_the_address() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     result = run_worker(
-        {"FSMFLOW_AGENTS_DIR": str(EXAMPLES), "TEMPORAL_ADDRESS": f"127.0.0.1:{port}"}
+        {
+            "FSMFLOW_AGENTS_DIR": str(EXAMPLES),
+            "FSMFLOW_TOOL_MODULES": str(RESEARCH_TOOLS),
+            "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
+        }
     )
     assert result.returncode == 1
     assert f"cannot reach Temporal at 127.0.0.1:{port}" in result.stderr
@@ -75,7 +95,11 @@ def get(url: str) -> tuple[int, str]:
 
 
 async def test_probes_metrics_and_sigterm_drain(
-    temporal_env: WorkflowEnvironment, client: Client, llm: ScriptedLlm, model_name: str
+    temporal_env: WorkflowEnvironment,
+    client: Client,
+    llm: ScriptedLlm,
+    model_name: str,
+    tmp_path: Path,
 ) -> None:
     health, metrics = free_port(), free_port()
     queue = f"probe-{model_name}"
@@ -85,6 +109,9 @@ async def test_probes_metrics_and_sigterm_drain(
         env={
             **os.environ,
             "FSMFLOW_AGENTS_DIR": str(EXAMPLES),
+            "FSMFLOW_TOOL_MODULES": str(RESEARCH_TOOLS),
+            "FSMFLOW_TOOL_LEDGER": str(tmp_path / "ledger.sqlite3"),
+            "FSMFLOW_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
             "TEMPORAL_ADDRESS": temporal_env.client.service_client.config.target_host,
             "FSMFLOW_TASK_QUEUE": queue,
             "OPENAI_BASE_URL": llm.url,

@@ -68,6 +68,16 @@ class Settings(BaseSettings):
     max_tokens: int = Field(1024, alias="FSMFLOW_MAX_TOKENS", ge=16)
     llm_timeout_seconds: float = Field(120.0, alias="FSMFLOW_LLM_TIMEOUT", gt=0)
 
+    tool_modules_spec: str = Field("", alias="FSMFLOW_TOOL_MODULES")
+    """Comma-separated tool modules: dotted module names or ``.py`` file paths."""
+    tool_ledger: Path = Field(Path(".fsmflow/ledger.sqlite3"), alias="FSMFLOW_TOOL_LEDGER")
+    """The SQLite effect ledger (idempotency keys of tool side effects)."""
+    artifacts_dir: Path = Field(Path(".fsmflow/artifacts"), alias="FSMFLOW_ARTIFACTS_DIR")
+    artifact_threshold: int = Field(2000, alias="FSMFLOW_ARTIFACT_THRESHOLD", ge=100)
+    """Tool results longer than this (characters) are stored as artifacts."""
+    artifact_summary_chars: int = Field(300, alias="FSMFLOW_ARTIFACT_SUMMARY", ge=20)
+    """How much of a stored result the model sees, with its reference."""
+
     max_reasks: int = Field(2, alias="FSMFLOW_MAX_REASKS", ge=0)
     max_message_chars: int = Field(4000, alias="FSMFLOW_MAX_MESSAGE_CHARS", ge=1)
     continue_as_new_after: int = Field(100, alias="FSMFLOW_CONTINUE_AS_NEW_AFTER", ge=1)
@@ -109,6 +119,11 @@ class Settings(BaseSettings):
         }
         fields.update(overrides)
         return cls(**fields)
+
+    @property
+    def tool_modules(self) -> list[str]:
+        """The tool modules to load, in order."""
+        return [part.strip() for part in self.tool_modules_spec.split(",") if part.strip()]
 
     def tier(self, name: str) -> ModelTier:
         """The model and endpoint of a tier.
@@ -155,6 +170,7 @@ class Settings(BaseSettings):
             "agents_dir": str(self.agents_dir),
             "openai_base_url": self.openai_base_url,
             "models": dict(self.models),
+            "tool_modules": self.tool_modules,
             "response_format": self.response_format,
             "tls": self.temporal_tls or self.temporal_tls_cert is not None,
             "temporal_api_key": "set" if self.temporal_api_key else "unset",

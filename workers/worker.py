@@ -14,9 +14,13 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
+from activities.artifacts import FileArtifactStore
 from activities.definitions import DefinitionActivities, load_agents
+from activities.ledger import SqliteLedger
 from activities.llm import LlmActivities
+from activities.tools import ToolActivities, ToolModuleError, load_tool_modules
 from fsm.problems import DefinitionError
+from fsm.tools import ToolRegistry
 from workers.client import connect
 from workers.health import HealthServer, Readiness
 from workers.settings import Settings
@@ -30,7 +34,19 @@ class WorkerConfigError(Exception):
     """The worker cannot start; the message says what to fix."""
 
 
-def check_agents(settings: Settings) -> list[str]:
+def load_tools(settings: Settings) -> ToolRegistry:
+    """The tools of ``FSMFLOW_TOOL_MODULES``.
+
+    Raises:
+        WorkerConfigError: If a module cannot be loaded or registers no tool.
+    """
+    try:
+        return load_tool_modules(settings.tool_modules)
+    except ToolModuleError as exc:
+        raise WorkerConfigError(f"refusing to start: {exc}") from None
+
+
+def check_agents(settings: Settings, tools: ToolRegistry | None = None) -> list[str]:
     """Load every definition of the agents directory; refuse to start on any error.
 
     Returns:
@@ -39,24 +55,37 @@ def check_agents(settings: Settings) -> list[str]:
     Raises:
         WorkerConfigError: Naming the file, state and field of every problem.
     """
+    registry = tools if tools is not None else load_tools(settings)
     try:
-        agents = load_agents(settings.agents_dir, tools=[], tiers=sorted(settings.models))
+        agents = load_agents(
+            settings.agents_dir, tools=registry.names(), tiers=sorted(settings.models)
+        )
     except (DefinitionError, FileNotFoundError) as exc:
         raise WorkerConfigError(f"refusing to start: {exc}") from None
     return sorted({loaded.definition.name for loaded in agents.values()})
 
 
-def _build(client: Client, settings: Settings) -> tuple[Worker, LlmActivities]:
+def _build(client: Client, settings: Settings, tools: ToolRegistry) -> tuple[Worker, LlmActivities]:
     """A worker for the settings' task queue with every workflow and activity."""
     definitions = DefinitionActivities(
-        settings.agents_dir, settings.limits(), tiers=sorted(settings.models)
+        settings.agents_dir,
+        settings.limits(),
+        tools={spec.name: spec.info() for spec in tools.specs()},
+        tiers=sorted(settings.models),
     )
     llm = LlmActivities(settings)
+    runner = ToolActivities(
+        tools,
+        ledger=SqliteLedger(settings.tool_ledger),
+        artifacts=FileArtifactStore(settings.artifacts_dir),
+        artifact_threshold=settings.artifact_threshold,
+        summary_chars=settings.artifact_summary_chars,
+    )
     worker = Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[AgentWorkflow],
-        activities=[definitions.resolve_definition, llm.llm_turn],
+        activities=[definitions.resolve_definition, llm.llm_turn, runner.run_tool],
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=settings.graceful_shutdown_seconds),
     )
@@ -64,9 +93,15 @@ def _build(client: Client, settings: Settings) -> tuple[Worker, LlmActivities]:
 
 
 @contextlib.asynccontextmanager
-async def running(client: Client, settings: Settings) -> AsyncIterator[Worker]:
-    """Run a worker for the body's duration; close its model clients afterwards."""
-    worker, llm = _build(client, settings)
+async def running(
+    client: Client, settings: Settings, tools: ToolRegistry | None = None
+) -> AsyncIterator[Worker]:
+    """Run a worker for the body's duration; close its model clients afterwards.
+
+    Raises:
+        WorkerConfigError: If the tool modules cannot be loaded.
+    """
+    worker, llm = _build(client, settings, tools if tools is not None else load_tools(settings))
     try:
         async with worker:
             yield worker
@@ -104,7 +139,8 @@ async def run_worker(
         WorkerConfigError: If the agents directory holds an invalid definition.
         RuntimeError: If Temporal cannot be reached.
     """
-    agents = check_agents(settings)
+    tools = load_tools(settings)
+    agents = check_agents(settings, tools)
     runtime = _metrics_runtime(settings) if settings.health_port else None
     plugins = configure_tracing() if tracing_enabled() else []
     client = await connect(settings, runtime=runtime, plugins=plugins)
@@ -131,9 +167,9 @@ async def run_worker(
                 f"cannot serve /healthz on {settings.health_host}:{settings.health_port}: {exc}"
                 " (set FSMFLOW_HEALTH_PORT to a free port, or 0 to turn it off)"
             ) from None
-    log.info("worker_starting", agents=agents, **settings.safe_summary())
+    log.info("worker_starting", agents=agents, tools=tools.names(), **settings.safe_summary())
     try:
-        async with running(client, settings):
+        async with running(client, settings, tools):
             readiness.ready = True
             log.info("worker_polling", task_queue=settings.task_queue)
             if on_ready is not None:

@@ -9,6 +9,7 @@ exactly where it was after a worker crash.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         fail_run,
         parse_turn,
         record_rejection,
+        record_tool_call,
         start_run,
         tool_call_problem,
     )
@@ -43,6 +45,9 @@ with workflow.unsafe.imports_passed_through():
         ResolveDefinitionInput,
         ResolvedRun,
         RunLimits,
+        RunToolInput,
+        ToolInfo,
+        ToolOutput,
     )
     from schemas.definition import AgentDefinition
     from schemas.run import DialogueTurn, RunState, TraceEntry
@@ -70,6 +75,14 @@ test fixtures do), or upserting them fails the workflow task."""
 DEFAULT_FALLBACK_MESSAGE = "Sorry, I could not process that. Could you say it again?"
 
 
+@dataclass(frozen=True)
+class _AllowedCall:
+    """A tool call the engine allowed, with what the model call that made it cost."""
+
+    call: ToolCallAction
+    usage: dict[str, Any]
+
+
 def _failure_message(error: BaseException) -> str:
     """The innermost message of an activity failure, for traces and replies."""
     cause = error.__cause__ if isinstance(error, ActivityError) and error.__cause__ else error
@@ -88,7 +101,8 @@ class AgentWorkflow:
         self._definition: AgentDefinition | None = None
         self._resolved: ResolvedDefinition | None = None
         self._limits = RunLimits()
-        self._tool_schemas: dict[str, dict[str, Any]] = {}
+        self._tools: dict[str, ToolInfo] = {}
+        self._chain_id = workflow.info().first_execution_run_id
         self._run: RunState | None = None
         self._history: list[DialogueTurn] = []
         self._decision: tuple[Decision, str, str] | None = None
@@ -96,6 +110,7 @@ class AgentWorkflow:
         self._tokens = 0
         self._turns = 0
         self._calling_model = False
+        self._calling_tool = False
         self._published: tuple[str, str] | None = None
         carried = request.carried
         if carried is not None:
@@ -106,7 +121,8 @@ class AgentWorkflow:
             )
             self._definition = AgentDefinition.model_validate(carried.definition)
             self._limits = carried.limits
-            self._tool_schemas = dict(carried.tool_schemas)
+            self._tools = dict(carried.tools)
+            self._chain_id = carried.chain_id or self._chain_id
             self._run = carried.run
             self._history = list(carried.history)
             self._tokens = carried.total_tokens
@@ -166,7 +182,7 @@ class AgentWorkflow:
         self._resolved = resolved.definition
         self._definition = definition
         self._limits = resolved.limits
-        self._tool_schemas = dict(resolved.tool_schemas)
+        self._tools = dict(resolved.tools)
         self._run = run
         workflow.logger.info(
             "run started: agent %s v%s (%s)",
@@ -190,7 +206,8 @@ class AgentWorkflow:
             definition_hash=resolved.definition_hash,
             source=resolved.source,
             limits=self._limits,
-            tool_schemas=self._tool_schemas,
+            tools=self._tools,
+            chain_id=self._chain_id,
             run=run.model_copy(update={"trace": run.trace[-self._limits.trace_keep :]}),
             history=self._history[-self._limits.history_keep :],
             total_tokens=self._tokens,
@@ -254,10 +271,15 @@ class AgentWorkflow:
         request = LlmTurnInput(
             tier=state.model,
             messages=build_messages(
-                definition, run, self._history, task=self._request.task, feedback=feedback
+                definition,
+                run,
+                self._history,
+                task=self._request.task,
+                feedback=feedback,
+                tools=self._tools,
             ),
             schema_name=f"{definition.name}_{run.state}_turn",
-            turn_schema=turn_schema(definition, run, self._tool_schemas),
+            turn_schema=turn_schema(definition, run, self._tools),
             label=f"{definition.name}/{run.state}",
         )
         self._calling_model = True
@@ -274,7 +296,7 @@ class AgentWorkflow:
         finally:
             self._calling_model = False
 
-    def _judge(self, output: LlmTurnOutput) -> tuple[TurnDecision | ToolCallAction | None, str]:
+    def _judge(self, output: LlmTurnOutput) -> tuple[TurnDecision | _AllowedCall | None, str]:
         """Parse and apply a reply; returns the applied turn (or allowed tool call)."""
         definition = self._require_definition()
         run = self._state()
@@ -299,15 +321,15 @@ class AgentWorkflow:
             return None, reason
         if isinstance(parsed, AutonomousDecision) and isinstance(parsed.action, ToolCallAction):
             call = parsed.action
-            problem = tool_call_problem(
-                definition, run, call.tool, call.arguments, self._tool_schemas
-            )
+            problem = tool_call_problem(definition, run, call.tool, call.arguments, self._tools)
             if problem is None:
-                # Tools are declared in definitions but not executed yet: no tool
-                # is registered, so tool_call_problem refuses every call above.
-                problem = "tool execution is not available in this version of fsmflow"
+                return _AllowedCall(call, usage), ""
             self._count("fsmflow_rejections", state=run.state, reason="tool")
-            self._set_run(record_rejection(run, problem, target=f"tool:{call.tool}", **usage))
+            self._set_run(
+                record_rejection(
+                    run, problem, target=run.state, kind="tool_call", tool=call.tool, **usage
+                )
+            )
             return None, problem
         if isinstance(parsed, AutonomousDecision):
             action = parsed.action
@@ -327,7 +349,7 @@ class AgentWorkflow:
         self._count("fsmflow_transitions", from_state=run.state, to_state=turn.target_state)
         return turn, ""
 
-    async def _valid_turn(self) -> tuple[TurnDecision | ToolCallAction | None, str]:
+    async def _valid_turn(self) -> tuple[TurnDecision | _AllowedCall | None, str]:
         """Ask the model until a reply is applied, re-asking with the reason."""
         feedback = ""
         self._count("fsmflow_turns", state=self._state().state)
@@ -352,6 +374,9 @@ class AgentWorkflow:
         before = self._state()
         turn, reason = await self._valid_turn()
         self._turns += 1
+        if isinstance(turn, _AllowedCall):
+            await self._run_tool(turn)
+            return
         after = self._state()
         if turn is None:
             self._set_run(fail_run(after, f"in state {before.state!r}: {reason}"))
@@ -366,6 +391,65 @@ class AgentWorkflow:
                 )
             )
             del self._history[: -self._limits.history_keep]
+
+    # ------------------------------------------------------------------ tools
+
+    async def _run_tool(self, allowed: _AllowedCall) -> None:
+        """Execute an allowed call as an activity; its result is the next prompt's news."""
+        definition = self._require_definition()
+        run = self._state()
+        call = allowed.call
+        info = self._tools[call.tool]
+        workflow_id = workflow.info().workflow_id
+        key = f"{workflow_id}/{self._chain_id}/{run.step}/{run.tool_calls}"
+        self._calling_tool = True
+        try:
+            output = await workflow.execute_activity(
+                "fsmflow.run_tool",
+                RunToolInput(
+                    tool=call.tool,
+                    arguments=call.arguments,
+                    idempotency_key=key,
+                    workflow_id=workflow_id,
+                    chain_id=self._chain_id,
+                    step=run.step,
+                    call_index=run.tool_calls,
+                    label=f"{definition.name}/{run.state}",
+                ),
+                result_type=ToolOutput,
+                start_to_close_timeout=timedelta(seconds=info.timeout_seconds),
+                heartbeat_timeout=timedelta(seconds=info.heartbeat_seconds),
+                retry_policy=policies.tool_retry(info.max_attempts),
+                summary=f"tool: {call.tool} ({run.state})",
+            )
+        except ActivityError as exc:
+            reason = f"tool {call.tool!r} failed: {_failure_message(exc)}"
+            self._count("fsmflow_tool_calls", state=run.state, tool=call.tool, outcome="failed")
+            failed = record_rejection(
+                run, reason, target=run.state, kind="tool_call", tool=call.tool, **allowed.usage
+            )
+            self._set_run(fail_run(failed, f"in state {run.state!r}: {reason}"))
+            return
+        finally:
+            self._calling_tool = False
+        outcome = "ok" if output.ok else "tool_error"
+        self._count("fsmflow_tool_calls", state=run.state, tool=call.tool, outcome=outcome)
+        account = f"ok, {output.result_chars} chars" if output.ok else output.text[:200]
+        if output.artifacts:
+            account += f"; artifacts: {', '.join(output.artifacts)}"
+        self._set_run(
+            record_tool_call(
+                definition,
+                run,
+                call.tool,
+                ok=output.ok,
+                outcome=account,
+                artifacts=output.artifacts,
+                **allowed.usage,
+            )
+        )
+        self._history.append(DialogueTurn(role="tool", text=f"{call.tool}: {output.text}"))
+        del self._history[: -self._limits.history_keep]
 
     # ---------------------------------------------------------- conversation
 
@@ -512,6 +596,8 @@ class AgentWorkflow:
             waiting = "approval"
         elif self._calling_model:
             waiting = "model"
+        elif self._calling_tool:
+            waiting = "tool"
         else:
             waiting = "message" if definition.mode == "conversation" else "model"
         assert self._resolved is not None

@@ -27,3 +27,22 @@ LLM_RETRY = RetryPolicy(
 )
 """Transport errors, 429/5xx, timeouts and cut-off replies are retried; after the
 last attempt the turn fails in the defined way (fallback reply or failed run)."""
+
+
+TOOL_RETRY_INITIAL = timedelta(seconds=1)
+TOOL_RETRY_MAX_INTERVAL = timedelta(seconds=30)
+
+
+def tool_retry(max_attempts: int) -> RetryPolicy:
+    """A tool call's retry policy: its own attempts, the shared backoff.
+
+    A failure that retrying cannot fix (unknown tool, bad arguments) is not retried;
+    after the last attempt the call is recorded in the trace and the turn fails.
+    """
+    return RetryPolicy(
+        initial_interval=TOOL_RETRY_INITIAL,
+        backoff_coefficient=2.0,
+        maximum_interval=TOOL_RETRY_MAX_INTERVAL,
+        maximum_attempts=max_attempts,
+        non_retryable_error_types=["UnknownTool", "ToolArgumentsInvalid"],
+    )

@@ -22,6 +22,13 @@ K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30.0"
 TIER_VARIABLE = re.compile(r"^FSMFLOW_(MODEL|BASE_URL|API_KEY)_[A-Z0-9_]+$")
 SETTINGS_VARIABLES = {f.alias for f in Settings.model_fields.values() if f.alias}
+SHIPPED_TOOLS = ROOT / "examples" / "research_tools.py"
+
+
+def read_by_a_shipped_tool(name: str) -> bool:
+    """Variables of the tool modules the image ships (not the worker's settings)."""
+    return f'"{name}"' in SHIPPED_TOOLS.read_text()
+
 
 VARIANTS = {
     "base": (K8S / "base", []),
@@ -63,7 +70,13 @@ def test_manifests_set_only_variables_the_worker_reads(variant: str) -> None:
     for source in container.get("envFrom", []):
         config_map = config_maps[source["configMapRef"]["name"]]  # the reference resolves
         names |= set(config_map["data"])
-    unknown = {n for n in names if n not in SETTINGS_VARIABLES and not TIER_VARIABLE.match(n)}
+    unknown = {
+        n
+        for n in names
+        if n not in SETTINGS_VARIABLES
+        and not TIER_VARIABLE.match(n)
+        and not read_by_a_shipped_tool(n)
+    }
     assert not unknown, f"{variant}: variables the worker does not read: {sorted(unknown)}"
     for volume in deployment["spec"]["template"]["spec"]["volumes"]:
         if "configMap" in volume:
@@ -155,6 +168,10 @@ def test_dockerfile_lints_clean_and_sets_only_known_variables() -> None:
     text = (ROOT / "deploy" / "Dockerfile").read_text()
     names = set(re.findall(r"\b(FSMFLOW_[A-Z_]+|TEMPORAL_[A-Z_]+|OPENAI_[A-Z_]+)=", text))
     assert names and names <= SETTINGS_VARIABLES
+    assert read_by_a_shipped_tool("RESEARCH_PUBLISH_DIR")
+    # The tool module the settings name is the one the image copies.
+    assert "FSMFLOW_TOOL_MODULES=/app/tools/research_tools.py" in text
+    assert "COPY --chown=fsmflow:fsmflow examples/research_tools.py /app/tools/" in text
     assert "USER 10001" in text and 'ENTRYPOINT ["fsmflow", "worker"]' in text
 
 

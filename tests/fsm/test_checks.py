@@ -292,12 +292,42 @@ def test_same_target_with_different_guards_is_fine() -> None:
 
 
 def test_unknown_tool_is_an_error_when_tools_are_known() -> None:
-    data = build()
+    data = build({"mode": "autonomous"})
     states(data)["collect"]["tools"] = ["lookup_customr"]
     with pytest.raises(DefinitionError, match="tool 'lookup_customr' is not registered; did you"):
         parse_definition(data, source="shop.yaml", tools=["lookup_customer"])
     # Without a registry (plain `fsmflow check`) tool names are not judged.
     parse_definition(data, source="shop.yaml")
+
+
+def test_tools_belong_to_autonomous_runs() -> None:
+    data = build()
+    states(data)["collect"]["tools"] = ["lookup_customer"]
+    with pytest.raises(DefinitionError, match="state 'collect': tools: tools are called in auto"):
+        parse_definition(data, source="shop.yaml", tools=["lookup_customer"])
+
+
+def test_tool_options_and_call_guards_name_known_tools() -> None:
+    data = build({"mode": "autonomous", "tools": {"lookup": {"timeout": "5s"}, "spare": {}}})
+    states(data)["collect"]["tools"] = ["lookup"]
+    states(data)["greeting"]["transitions"].append(
+        {"target": "bye", "when": {">=": [{"var": "_calls.lookpu"}, 1]}}
+    )
+    with pytest.raises(DefinitionError) as refused:
+        parse_definition(data, source="shop.yaml", tools=["lookup"])
+    messages = [p.message for p in refused.value.problems]
+    assert any(
+        "'_calls.lookpu' names no tool a state lists; did you mean 'lookup'" in m for m in messages
+    )
+    assert any("tool 'spare' is not registered" in m for m in messages)
+    states(data)["greeting"]["transitions"].pop()
+    loaded = parse_definition(data, source="shop.yaml")
+    assert [w.message for w in loaded.warnings] == [
+        "options for tool 'spare', which no state lists in its tools"
+    ]
+    data["tools"]["lookup"]["timeout"] = "soon"
+    with pytest.raises(DefinitionError, match="tools: lookup: timeout: .*invalid duration 'soon'"):
+        parse_definition(data, source="shop.yaml")
 
 
 YAML_TEXT = """\

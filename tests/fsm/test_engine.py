@@ -18,6 +18,7 @@ from fsm.engine import (
     writable_keys,
 )
 from fsm.loader import parse_definition
+from schemas.activity import ToolInfo
 from schemas.definition import AgentDefinition
 from schemas.run import RunState
 from schemas.turn import AutonomousDecision, TurnDecision
@@ -243,16 +244,18 @@ def test_system_keys_in_guards() -> None:
 
 
 def test_tool_call_allowlist_and_arguments(shop: AgentDefinition) -> None:
-    data = build()
+    data = build({"mode": "autonomous"})
     data["states"]["collect"]["tools"] = ["lookup"]
     definition = parse_definition(data).definition
     schemas = {
-        "lookup": {
-            "type": "object",
-            "properties": {"q": {"type": "string"}},
-            "required": ["q"],
-            "additionalProperties": False,
-        }
+        "lookup": ToolInfo(
+            parameters={
+                "type": "object",
+                "properties": {"q": {"type": "string"}},
+                "required": ["q"],
+                "additionalProperties": False,
+            }
+        )
     }
     run = at(definition, "collect")
     assert tool_call_problem(definition, run, "lookup", {"q": "x"}, schemas) is None

@@ -103,7 +103,7 @@ def test_arguments_are_judged_against_the_tool_schema() -> None:
     data["states"]["collect"]["tools"] = ["search_corpus"]
     definition = parse_definition(data, tools=registry.names()).definition
     run = RunState(state="collect", visits={"collect": 1})
-    schemas = registry.schemas()
+    schemas = registry.infos()
     good = {"query": "fsm", "limit": None, "kind": None}
     assert tool_call_problem(definition, run, "search_corpus", good, schemas) is None
     assert "bad arguments" in str(

@@ -8,6 +8,7 @@ from jsonschema import Draft202012Validator
 from fsm.engine import start_run
 from fsm.loader import parse_definition
 from fsm.turn_schema import turn_schema
+from schemas.activity import ToolInfo
 from schemas.definition import DEFAULT_STRING_BOUND, AgentDefinition
 from schemas.run import RunState
 from tests.fsm.conftest import build
@@ -61,12 +62,14 @@ def test_autonomous_schema_with_and_without_tools() -> None:
     action = no_tools["properties"]["action"]
     assert action["properties"]["kind"]["enum"] == ["transition"]
     tools = {
-        "lookup": {
-            "type": "object",
-            "properties": {"q": {"type": "string", "maxLength": 50}},
-            "required": ["q"],
-            "additionalProperties": False,
-        }
+        "lookup": ToolInfo(
+            parameters={
+                "type": "object",
+                "properties": {"q": {"type": "string", "maxLength": 50}},
+                "required": ["q"],
+                "additionalProperties": False,
+            }
+        )
     }
     schema = turn_schema(definition, run, tools)
     Draft202012Validator.check_schema(schema)

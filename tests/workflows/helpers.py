@@ -84,3 +84,28 @@ async def wait_for_status(handle: Handle, predicate: Any, timeout: float = 20.0)
 async def started(handle: Handle) -> AgentStatus:
     """Wait until the run has resolved its definition and taken its first state."""
     return await wait_for_status(handle, lambda s: True)
+
+
+DRAFT_REF = "artifact:2/draft.md"
+"""Where ``research_to_the_gate`` leaves the draft: write_draft runs at step 2."""
+
+
+def research_to_the_gate(topic: str = "durable execution") -> list[dict[str, Any]]:
+    """Scripted model steps taking the research example (with tools) to its gate."""
+    from tests.llm_server import call, move
+
+    return [
+        call("search_corpus", query=topic, limit=2),
+        move("write", notes=f"- the corpus explains {topic}"),
+        call("write_draft", topic=topic),
+        move("review"),
+        call("review_draft", draft=DRAFT_REF),
+        move("publish_gate", verdict="approve", feedback=None),
+    ]
+
+
+def research_publish() -> list[dict[str, Any]]:
+    """Scripted model steps of the research example after its gate approves."""
+    from tests.llm_server import call, move
+
+    return [call("publish_article", draft=DRAFT_REF), move("published")]

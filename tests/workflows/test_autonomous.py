@@ -1,5 +1,6 @@
-"""Autonomous runs: the research -> write -> review example through its approval
-gate (approve, reject and timeout), its rewrite bound, and failure on exhaustion."""
+"""Autonomous runs: a research -> write -> review loop (without tools, inline)
+through its approval gate (approve, reject and timeout), its rewrite bound, and
+failure on exhaustion. The research example with tools is in test_tools.py."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import yaml
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -18,6 +20,7 @@ from workers.client import register_search_attributes
 from workers.settings import Settings
 
 TASK = "Write a short article on finite state machines for LLM agents."
+REVIEW_LOOP = yaml.safe_load((Path(__file__).parent / "review_loop.yaml").read_text())
 
 
 def to_the_gate() -> list[dict]:
@@ -35,7 +38,7 @@ async def test_research_loop_through_an_approved_gate(
 ) -> None:
     llm.script(model_name, *to_the_gate())
     async with running_worker(client, settings):
-        handle = await start(client, settings, agent="research", task=TASK)
+        handle = await start(client, settings, definition=REVIEW_LOOP, task=TASK)
         waiting = await wait_for_status(handle, lambda s: s.status == "awaiting_approval")
         with pytest.raises(WorkflowUpdateFailedError):
             await send(handle, "autonomous runs take no messages")
@@ -71,7 +74,7 @@ async def test_rejection_sends_the_draft_back(
         move("publish_gate", verdict="approve"),
     )
     async with running_worker(client, settings):
-        handle = await start(client, settings, agent="research", task=TASK)
+        handle = await start(client, settings, definition=REVIEW_LOOP, task=TASK)
         await wait_for_status(handle, lambda s: s.status == "awaiting_approval")
         rejected = await decide(handle, "reject", by="bob", comment="too long")
         await wait_for_status(handle, lambda s: s.status == "awaiting_approval" and s.step > 6)
@@ -100,7 +103,7 @@ async def test_rewrites_are_bounded_by_the_table(
         move("publish_gate", verdict="revise"),
     )
     async with running_worker(client, settings):
-        handle = await start(client, settings, agent="research", task=TASK)
+        handle = await start(client, settings, definition=REVIEW_LOOP, task=TASK)
         await wait_for_status(handle, lambda s: s.status == "awaiting_approval")
         await signal(handle, "approve", by="alice")
         result = await handle.result()
@@ -122,7 +125,7 @@ async def test_exhausted_re_asks_fail_the_run_naming_the_cause(
         move("published", notes="facts"),
     )
     async with running_worker(client, settings):
-        handle = await start(client, settings, agent="research", task=TASK)
+        handle = await start(client, settings, definition=REVIEW_LOOP, task=TASK)
         result = await handle.result()
     assert result.status == "failed"
     assert result.end_reason is not None
@@ -154,7 +157,7 @@ async def test_undecided_gate_times_out(
     llm.script(model_name, *to_the_gate())
     client = skipping_env.client
     async with running_worker(client, settings):
-        handle = await start(client, settings, agent="research", task=TASK)
+        handle = await start(client, settings, definition=REVIEW_LOOP, task=TASK)
         # Waiting for the result lets the test server skip the 24 h timer.
         result = await handle.result()
     assert result.state == "abandoned" and result.status == "completed"

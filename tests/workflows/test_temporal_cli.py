@@ -11,7 +11,8 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import running_worker
-from tests.llm_server import ScriptedLlm, move, say
+from tests.llm_server import ScriptedLlm, say
+from tests.workflows.helpers import research_publish, research_to_the_gate
 from workers.binaries import temporal_cli
 from workers.settings import Settings
 
@@ -105,12 +106,7 @@ async def test_approval_by_signal_from_the_temporal_cli(
     model_name: str,
     settings: Settings,
 ) -> None:
-    llm.script(
-        model_name,
-        move("write", notes="n"),
-        move("review", draft="d"),
-        move("publish_gate", verdict="approve"),
-    )
+    llm.script(model_name, *research_to_the_gate(), *research_publish())
     workflow_id = f"cli-{uuid.uuid4().hex[:8]}"
     async with running_worker(client, settings):
         await temporal(
@@ -153,4 +149,5 @@ async def test_approval_by_signal_from_the_temporal_cli(
         result = await client.get_workflow_handle(workflow_id).result()
     assert [w["execution"]["workflowId"] for w in listed] == [workflow_id]
     assert result["state"] == "published"
-    assert result["trace"][-1]["by"] == "alice"
+    (decision,) = [e for e in result["trace"] if e["kind"] == "approve"]
+    assert (decision["by"], decision["reason"]) == ("alice", "lgtm")

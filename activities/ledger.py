@@ -1,0 +1,186 @@
+"""The effect ledger: a durable record of tool side effects by idempotency key.
+
+Temporal runs an activity at least once: a worker that dies after a tool's side
+effect but before the activity completes leaves the call to be retried, and the
+retry would repeat the effect. A tool that wraps its effect in
+``ToolContext.once`` records the effect's result under the call's idempotency key;
+the retry finds the record and returns the result without repeating the effect.
+
+What this guarantees, honestly: the effect is not repeated once its result is
+recorded. A crash *between* the effect and the record (a window of one SQLite
+commit) leaves the record "started"; the retry then asks the tool's ``reconcile``
+function whether the effect happened (looked up in the external system), and
+without one it runs the effect again and logs that it may repeat. For effects
+that must never repeat, pass ``ToolContext.idempotency_key`` to the external
+system too (an ``Idempotency-Key`` header, a unique id column), or commit the
+effect in the same transaction as the record.
+
+The SQLite file is local to one machine: workers on several machines need a
+shared file system or another ``EffectLedger`` (a table in the database the
+effects go to is the best place).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("fsmflow.ledger")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS effects (
+    key TEXT PRIMARY KEY,
+    tool TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('started', 'done')),
+    result TEXT,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    started_at REAL NOT NULL,
+    finished_at REAL
+)
+"""
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One recorded effect."""
+
+    key: str
+    tool: str
+    status: str
+    result: Any
+    attempts: int
+
+
+async def _call(function: Callable[[], Any]) -> Any:
+    # A plain function may do blocking I/O: it runs in a thread, off the event loop.
+    if inspect.iscoroutinefunction(function):
+        return await function()
+    result = await asyncio.to_thread(function)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+class SqliteLedger:
+    """``EffectLedger`` on one SQLite file (WAL, one short transaction per change)."""
+
+    def __init__(self, path: Path) -> None:
+        """Open (and create) the ledger at ``path``; its directory is created too."""
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        # A connection per operation: activities run on several threads and
+        # worker processes may share the file; SQLite serialises the writers.
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        db.execute("PRAGMA busy_timeout=30000")
+        return db
+
+    def _get(self, key: str) -> LedgerEntry | None:
+        db = self._connect()
+        try:
+            row = db.execute(
+                "SELECT key, tool, status, result, attempts FROM effects WHERE key = ?", (key,)
+            ).fetchone()
+        finally:
+            db.close()
+        if row is None:
+            return None
+        result = json.loads(row[3]) if row[3] is not None else None
+        return LedgerEntry(row[0], row[1], row[2], result, row[4])
+
+    def _start(self, key: str, tool: str) -> None:
+        db = self._connect()
+        try:
+            db.execute(
+                "INSERT INTO effects (key, tool, status, started_at) VALUES (?, ?, 'started', ?) "
+                "ON CONFLICT(key) DO UPDATE SET attempts = attempts + 1",
+                (key, tool, time.time()),
+            )
+        finally:
+            db.close()
+
+    def _finish(self, key: str, result_json: str) -> None:
+        db = self._connect()
+        try:
+            db.execute(
+                "UPDATE effects SET status = 'done', result = ?, finished_at = ? WHERE key = ?",
+                (result_json, time.time(), key),
+            )
+        finally:
+            db.close()
+
+    def _entries(self) -> list[LedgerEntry]:
+        db = self._connect()
+        try:
+            rows = db.execute(
+                "SELECT key, tool, status, result, attempts FROM effects ORDER BY started_at"
+            ).fetchall()
+        finally:
+            db.close()
+        return [
+            LedgerEntry(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None, r[4]) for r in rows
+        ]
+
+    async def get(self, key: str) -> LedgerEntry | None:
+        """The record of ``key``, if any."""
+        return await asyncio.to_thread(self._get, key)
+
+    async def entries(self) -> list[LedgerEntry]:
+        """Every record, oldest first (for inspection and tests)."""
+        return await asyncio.to_thread(self._entries)
+
+    async def once(
+        self,
+        key: str,
+        effect: Callable[[], Any],
+        *,
+        tool: str,
+        reconcile: Callable[[], Any] | None = None,
+    ) -> Any:
+        """Run ``effect`` unless ``key`` is recorded as done; return its result.
+
+        Args:
+            key: The call's idempotency key.
+            effect: Does the effect (sync or async); its result must be JSON.
+            tool: The tool's name, for the record.
+            reconcile: Asked when an earlier attempt started the effect but did
+                not record it: returns the result if the effect happened, else None.
+
+        Returns:
+            The effect's result: this attempt's, or the recorded one.
+
+        Raises:
+            TypeError: If the result is not JSON-serialisable (nothing is recorded;
+                the effect has happened, so fix the tool before retrying).
+        """
+        entry = await self.get(key)
+        if entry is not None and entry.status == "done":
+            log.info("effect_replayed", key=key, tool=tool, attempts=entry.attempts)
+            return entry.result
+        if entry is not None:
+            # An earlier attempt died between starting the effect and recording it.
+            if reconcile is not None:
+                found = await _call(reconcile)
+                if found is not None:
+                    log.info("effect_reconciled", key=key, tool=tool)
+                    await asyncio.to_thread(self._finish, key, json.dumps(found))
+                    return found
+            else:
+                log.warning("effect_may_repeat", key=key, tool=tool, attempts=entry.attempts)
+        await asyncio.to_thread(self._start, key, tool)
+        result = await _call(effect)
+        await asyncio.to_thread(self._finish, key, json.dumps(result))
+        return result

@@ -1,0 +1,282 @@
+"""Tool execution: the activity ``fsmflow.run_tool`` and loading tool modules.
+
+The workflow runs a tool call only after the engine allowed it (the state lists
+the tool, the arguments fit its schema); the activity validates the arguments
+again, hands artifact arguments their content, injects the ``ToolContext``
+(idempotency key, effect ledger, artifact store) and turns the result into what
+the model sees: the result itself when small, else an artifact reference and a
+bounded summary. History never holds more than that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import sys
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pydantic_core
+import structlog
+from jsonschema import Draft202012Validator
+from opentelemetry import trace
+from pydantic import ValidationError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.artifacts import run_scope
+from activities.heartbeat import HEARTBEAT_SECONDS, heartbeating
+from fsm.tools import (
+    Artifact,
+    ArtifactStore,
+    EffectLedger,
+    ToolContext,
+    ToolDefinitionError,
+    ToolError,
+    ToolRegistry,
+    ToolSpec,
+    artifact_path,
+)
+from schemas.activity import RunToolInput, ToolOutput
+
+log = structlog.get_logger("fsmflow.tools")
+tracer = trace.get_tracer("fsmflow.activities")
+
+ERROR_CHARS = 500
+"""Bound of a model-visible tool error message."""
+
+
+class ToolModuleError(Exception):
+    """A tool module cannot be loaded; the message names it and says why."""
+
+
+def _import(entry: str) -> Any:
+    if entry.endswith(".py") or "/" in entry:
+        path = Path(entry)
+        if not path.is_file():
+            raise ToolModuleError(f"tool module {entry!r}: no such file")
+        name = f"fsmflow_tools_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ToolModuleError(f"tool module {entry!r}: cannot be loaded as Python")
+        module = importlib.util.module_from_spec(spec)
+        # Registered before it runs, so type hints and pydantic models resolve.
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+    return importlib.import_module(entry)
+
+
+def load_tool_modules(entries: Sequence[str]) -> ToolRegistry:
+    """Import tool modules (dotted names or ``.py`` paths) and merge their registries.
+
+    A tool module defines one or more module-level ``ToolRegistry`` objects.
+
+    Raises:
+        ToolModuleError: If a module is missing, fails to import, registers no
+            tool, or names a tool another module registered.
+    """
+    merged = ToolRegistry()
+    for entry in entries:
+        try:
+            module = _import(entry)
+        except ToolModuleError:
+            raise
+        except ToolDefinitionError as exc:
+            raise ToolModuleError(f"tool module {entry!r}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - any import failure, named
+            raise ToolModuleError(
+                f"tool module {entry!r} failed to import: {type(exc).__name__}: {exc}"
+            ) from None
+        registries = [v for v in vars(module).values() if isinstance(v, ToolRegistry)]
+        if not registries or not any(len(r) for r in registries):
+            raise ToolModuleError(f"tool module {entry!r} defines no ToolRegistry with tools")
+        for registry in registries:
+            for spec in registry.specs():
+                if spec.name in merged:
+                    raise ToolModuleError(
+                        f"tool module {entry!r}: tool {spec.name!r} is already registered "
+                        "by another module"
+                    )
+                merged.add(spec)
+    return merged
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _render(result: Any) -> tuple[bytes, str]:
+    """A result as bytes, and the artifact file suffix that fits it."""
+    if isinstance(result, bytes):
+        return result, "bin"
+    if isinstance(result, str):
+        return result.encode(), "txt"
+    return pydantic_core.to_json(result, fallback=str), "json"
+
+
+class ToolActivities:
+    """Runs registered tools with their ledger and artifact store."""
+
+    def __init__(
+        self,
+        registry: ToolRegistry,
+        *,
+        ledger: EffectLedger,
+        artifacts: ArtifactStore,
+        artifact_threshold: int = 2000,
+        summary_chars: int = 300,
+    ) -> None:
+        """Build the activity.
+
+        Args:
+            registry: The tools.
+            ledger: Where effects are recorded by idempotency key.
+            artifacts: Where large results and saved artifacts go.
+            artifact_threshold: Results longer than this (characters) become
+                artifacts; the model sees a reference and a summary.
+            summary_chars: Length of that summary.
+        """
+        self._registry = registry
+        self._ledger = ledger
+        self._artifacts = artifacts
+        self._threshold = artifact_threshold
+        self._summary_chars = summary_chars
+
+    def _spec(self, name: str) -> ToolSpec:
+        if name not in self._registry:
+            raise ApplicationError(
+                f"tool {name!r} is not registered on this worker "
+                f"(registered: {', '.join(self._registry.names()) or 'none'})",
+                type="UnknownTool",
+                non_retryable=True,
+            )
+        return self._registry[name]
+
+    async def _arguments(
+        self, spec: ToolSpec, request: RunToolInput, scope: str
+    ) -> dict[str, Any] | str:
+        """Keyword arguments for the function, or a problem the model should read."""
+        error = next(
+            iter(Draft202012Validator(spec.parameters).iter_errors(request.arguments)), None
+        )
+        if error is not None:
+            where = ".".join(str(p) for p in error.path) or "arguments"
+            raise ApplicationError(
+                f"bad arguments for tool {spec.name!r}: {where}: {error.message[:200]}",
+                type="ToolArgumentsInvalid",
+                non_retryable=True,
+            )
+        assert spec.arguments_model is not None
+        try:
+            parsed = spec.arguments_model.model_validate(request.arguments)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "arguments"
+            raise ApplicationError(
+                f"bad arguments for tool {spec.name!r}: {where}: {first['msg']}",
+                type="ToolArgumentsInvalid",
+                non_retryable=True,
+            ) from None
+        kwargs = {name: getattr(parsed, name) for name in type(parsed).model_fields}
+        for name in spec.artifact_parameters:
+            ref = kwargs.get(name)
+            if ref is None:
+                continue
+            try:
+                data = await self._artifacts.get(scope, artifact_path(ref))
+            except (KeyError, ValueError) as exc:
+                return f"error: argument {name}: {exc.args[0] if exc.args else exc}"
+            kwargs[name] = Artifact(ref=ref, data=data)
+        return kwargs
+
+    async def _present(self, spec: ToolSpec, result: Any, context: ToolContext) -> tuple[str, int]:
+        """What the model sees of a result, and the result's full size."""
+        data, suffix = _render(result)
+        text = data.decode("utf-8", errors="replace")
+        if len(text) <= self._threshold and suffix != "bin":
+            return text, len(text)
+        ref = await context.save_artifact(f"{spec.name}.{suffix}", data)
+        preview = _clip(text if suffix != "bin" else "(binary)", self._summary_chars)
+        return f"[{len(data)} bytes stored as {ref}; preview:] {preview}", len(text)
+
+    @activity.defn(name="fsmflow.run_tool")
+    async def run_tool(self, request: RunToolInput) -> ToolOutput:
+        """Run one allowed tool call; a ``ToolError`` becomes the model-visible result."""
+        info = activity.info()
+        spec = self._spec(request.tool)
+        bound = log.bind(
+            workflow_id=info.workflow_id,
+            run_id=info.workflow_run_id,
+            tool=spec.name,
+            attempt=info.attempt,
+            key=request.idempotency_key,
+        )
+        scope = run_scope(request.workflow_id, request.chain_id)
+        started = time.monotonic()
+        with tracer.start_as_current_span(
+            "tool.run",
+            attributes={
+                "fsmflow.tool": spec.name,
+                "fsmflow.where": request.label,
+                "fsmflow.attempt": info.attempt,
+            },
+        ) as span:
+            arguments = await self._arguments(spec, request, scope)
+            context = ToolContext(
+                idempotency_key=request.idempotency_key,
+                workflow_id=request.workflow_id,
+                step=request.step,
+                call_index=request.call_index,
+                attempt=info.attempt,
+                ledger=self._ledger,
+                artifacts=self._artifacts,
+                scope=scope,
+            )
+            if isinstance(arguments, str):
+                ok, text, size = False, arguments, len(arguments)
+            else:
+                if spec.context_parameter:
+                    arguments[spec.context_parameter] = context
+                ok, text, size = await self._invoke(spec, arguments, context, bound)
+            latency_ms = int((time.monotonic() - started) * 1000)
+            span.set_attributes({"fsmflow.ok": ok, "fsmflow.result_chars": size})
+        bound.info("tool_call", ok=ok, latency_ms=latency_ms, result_chars=size)
+        return ToolOutput(
+            tool=spec.name,
+            ok=ok,
+            text=text,
+            artifacts=list(context.saved),
+            result_chars=size,
+            latency_ms=latency_ms,
+        )
+
+    async def _invoke(
+        self, spec: ToolSpec, arguments: dict[str, Any], context: ToolContext, bound: Any
+    ) -> tuple[bool, str, int]:
+        timeout = activity.info().heartbeat_timeout or timedelta(seconds=spec.heartbeat_seconds)
+        every = min(HEARTBEAT_SECONDS, timeout.total_seconds() / 3)
+        try:
+            async with heartbeating(every):
+                if spec.is_async:
+                    result = await spec.function(**arguments)
+                else:
+                    result = await asyncio.to_thread(spec.function, **arguments)
+        except (ToolError, *spec.model_errors) as exc:
+            message = _clip(f"error: {exc}", ERROR_CHARS)
+            bound.info("tool_error", error=message)
+            return False, message, len(message)
+        except ApplicationError:
+            raise  # the tool chose its own retry behaviour
+        except Exception as exc:  # noqa: BLE001 - retried by Temporal, then fails the turn
+            bound.warning("tool_failed", error=f"{type(exc).__name__}: {exc}")
+            raise ApplicationError(
+                f"tool {spec.name!r} raised {type(exc).__name__}: {_clip(str(exc), ERROR_CHARS)}",
+                type="ToolFailed",
+            ) from None
+        text, size = await self._present(spec, result, context)
+        return True, text, size
