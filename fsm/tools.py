@@ -35,6 +35,8 @@ DEFAULT_TOOL_STRING_BOUND = 1000
 TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 ARTIFACT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ARTIFACT_PREFIX = "artifact:"
+ARTIFACT_REF_BOUND = 80
+"""``maxLength`` of an artifact reference: ``artifact:<step>/<name>``, name <= 64."""
 
 
 class ToolError(Exception):
@@ -491,6 +493,11 @@ def build_spec(
         raise ToolDefinitionError(
             f"tool {tool_name!r}: no JSON Schema for its hints: {exc}"
         ) from None
+    for name in artifact_parameters:
+        prop = parameters["properties"][name]
+        for option in prop.get("anyOf", [prop]):
+            if option.get("type") == "string":
+                option["maxLength"] = ARTIFACT_REF_BOUND
     return ToolSpec(
         name=tool_name,
         description=summary or tool_name.replace("_", " "),

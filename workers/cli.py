@@ -19,15 +19,37 @@ from fsm.problems import DefinitionError
 from schemas.definition import definition_json_schema
 
 if TYPE_CHECKING:
+    from fsm.tools import ToolRegistry
     from workers.settings import Settings
+
+
+def _tool_modules(args: argparse.Namespace) -> list[str]:
+    """``--tools`` (repeatable, comma lists), else ``FSMFLOW_TOOL_MODULES``."""
+    given = args.tools or [os.environ.get("FSMFLOW_TOOL_MODULES", "")]
+    return [part.strip() for entry in given for part in entry.split(",") if part.strip()]
+
+
+def _load_tools(args: argparse.Namespace, err: TextIO) -> ToolRegistry | None:
+    from activities.tools import ToolModuleError, load_tool_modules
+
+    try:
+        return load_tool_modules(_tool_modules(args))
+    except ToolModuleError as exc:
+        print(f"fsmflow {args.command}: {exc}", file=err)
+        return None
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Check definition files; exit 1 if any has an error."""
+    modules = _tool_modules(args)
+    registry = _load_tools(args, err) if modules else None
+    if modules and registry is None:
+        return 1
+    tools = registry.names() if registry is not None else None
     failed = False
     for path in args.files:
         try:
-            loaded = load_file(path)
+            loaded = load_file(path, tools=tools)
         except DefinitionError as exc:
             failed = True
             for problem in exc.problems:
@@ -38,12 +60,34 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         definition = loaded.definition
         transitions = sum(len(s.transitions) for s in definition.states.values())
         gates = sum(1 for s in definition.states.values() if s.approval is not None)
-        print(
+        named = sorted({t for s in definition.states.values() for t in s.tools})
+        summary = (
             f"{path}: ok: agent {definition.name!r} v{definition.version}, {definition.mode}, "
-            f"{len(definition.states)} states, {transitions} transitions, {gates} approval gates",
-            file=out,
+            f"{len(definition.states)} states, {transitions} transitions, {gates} approval gates"
         )
+        if named:
+            summary += f", tools {', '.join(named)}"
+            if tools is None:
+                summary += " (not checked: give --tools or FSMFLOW_TOOL_MODULES)"
+        print(summary, file=out)
     return 1 if failed else 0
+
+
+def cmd_tools(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """List the tools of tool modules, or export their schemas for other frameworks."""
+    if not _tool_modules(args):
+        print("fsmflow tools: no tool modules (give --tools or FSMFLOW_TOOL_MODULES)", file=err)
+        return 2
+    registry = _load_tools(args, err)
+    if registry is None:
+        return 1
+    if args.format == "list":
+        for spec in registry.specs():
+            arguments = ", ".join(spec.parameters.get("properties", {}))
+            print(f"{spec.name}({arguments}): {spec.description}", file=out)
+        return 0
+    print(json.dumps(registry.export(args.format), indent=2), file=out)
+    return 0
 
 
 def cmd_schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -168,10 +212,28 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         help="check agent definition files",
         description="Check agent definition "
-        "files (YAML or JSON): exit 0 with a summary per valid file, 1 with one line per problem.",
+        "files (YAML or JSON): exit 0 with a summary per valid file, 1 with one line per problem. "
+        "With tool modules, every tool a state names must be registered.",
     )
     check.add_argument("files", nargs="+", metavar="FILE")
+    tools_help = (
+        "tool module (dotted name or .py path; repeat or comma-separate); "
+        "default: FSMFLOW_TOOL_MODULES"
+    )
+    check.add_argument("--tools", action="append", metavar="MODULE", help=tools_help)
     check.set_defaults(handler=cmd_check)
+
+    tools = commands.add_parser(
+        "tools",
+        help="list tools, or export their schemas (OpenAI, Anthropic, Google)",
+        description="Load tool modules and list their tools, or print their JSON "
+        "Schemas in the OpenAI, Anthropic or Google GenAI tools format.",
+    )
+    tools.add_argument("--tools", action="append", metavar="MODULE", help=tools_help)
+    tools.add_argument(
+        "--format", choices=["list", "openai", "anthropic", "google"], default="list"
+    )
+    tools.set_defaults(handler=cmd_tools)
 
     schema = commands.add_parser(
         "schema",

@@ -116,3 +116,40 @@ def test_readme_example_is_valid_and_its_diagram_current() -> None:
     from fsm.loader import load_text
 
     assert mermaid(load_text(yaml_block, source="README.md").definition) == diagram
+
+
+RESEARCH_TOOLS = str(EXAMPLES / "research_tools.py")
+
+
+def test_check_with_tool_modules_refuses_unknown_tools(tmp_path: Path) -> None:
+    research = str(EXAMPLES / "research.yaml")
+    code, out, err = run_cli("check", "--tools", RESEARCH_TOOLS, research)
+    assert code == 0 and err == ""
+    assert out.rstrip().endswith(
+        "tools publish_article, read_document, review_draft, search_corpus, write_draft"
+    )
+    misspelt = tmp_path / "research.yaml"
+    misspelt.write_text(Path(research).read_text().replace("[write_draft]", "[write_drafts]"))
+    code, out, err = run_cli("check", "--tools", RESEARCH_TOOLS, str(misspelt))
+    assert code == 1
+    # The guard that counts write_draft calls now names no listed tool either.
+    assert err.splitlines() == [
+        f"{misspelt}: state 'write': transition 1: when: '_calls.write_draft' names no tool a "
+        "state lists; did you mean 'write_drafts'? (line 60)",
+        f"{misspelt}: state 'write': tools: tool 'write_drafts' is not registered; did you mean "
+        "'write_draft'? (tool modules come from FSMFLOW_TOOL_MODULES) (line 54)",
+    ]
+    code, _, err = run_cli("check", "--tools", str(tmp_path / "missing.py"), research)
+    assert code == 1 and "tool module" in err and "no such file" in err
+
+
+def test_tools_lists_and_exports_the_registry() -> None:
+    code, out, _ = run_cli("tools", "--tools", RESEARCH_TOOLS)
+    assert code == 0
+    assert "search_corpus(query, limit): Search the local corpus by keywords" in out
+    for fmt, key in (("openai", "function"), ("anthropic", "input_schema"), ("google", "name")):
+        code, out, _ = run_cli("tools", "--tools", RESEARCH_TOOLS, "--format", fmt)
+        exported = json.loads(out)
+        assert code == 0 and len(exported) == 5 and all(key in tool for tool in exported)
+    code, _, err = run_cli("tools", "--tools", "")
+    assert code == 2 and "no tool modules" in err

@@ -1,0 +1,134 @@
+"""The effect ledger's contract (including the crash window it cannot close on its
+own) and the file artifact store's addressing, on real SQLite files and
+directories; the worker-crash version is in tests/workflows/test_crash.py."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from activities.artifacts import FileArtifactStore, run_scope
+from activities.ledger import SqliteLedger
+from fsm.tools import ToolContext, artifact_path, artifact_ref
+
+
+class Effects:
+    """A side effect that counts how often it happened."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> dict[str, int]:
+        self.count += 1
+        return {"charged": self.count}
+
+
+async def test_a_recorded_effect_is_not_repeated(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
+    effect = Effects()
+    first = await ledger.once("wf/run/3/0", effect, tool="charge")
+    again = await SqliteLedger(tmp_path / "ledger.sqlite3").once(
+        "wf/run/3/0", effect, tool="charge"
+    )
+    other = await ledger.once("wf/run/4/1", effect, tool="charge")
+    assert (first, again, other) == ({"charged": 1}, {"charged": 1}, {"charged": 2})
+    assert effect.count == 2
+    entries = await ledger.entries()
+    assert [(e.key, e.status, e.attempts) for e in entries] == [
+        ("wf/run/3/0", "done", 1),
+        ("wf/run/4/1", "done", 1),
+    ]
+
+
+async def test_a_crash_between_effect_and_record_is_reconciled(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
+    effect = Effects()
+
+    def dies_after_the_effect() -> None:
+        effect()
+        raise SystemExit("killed before the ledger recorded the effect")
+
+    with pytest.raises(SystemExit):
+        await ledger.once("k", dies_after_the_effect, tool="charge")
+    assert (await ledger.get("k")).status == "started"  # type: ignore[union-attr]
+    # The retry asks the external system (reconcile) instead of repeating the effect.
+    found = await ledger.once("k", effect, tool="charge", reconcile=lambda: {"charged": 1})
+    assert found == {"charged": 1} and effect.count == 1
+    assert (await ledger.get("k")).status == "done"  # type: ignore[union-attr]
+
+
+async def test_without_reconcile_the_crash_window_repeats_the_effect(tmp_path: Path) -> None:
+    # The honest part of the contract: a crash between the effect and its record,
+    # with no way to look the effect up, is at-least-once.
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
+    effect = Effects()
+
+    def dies_after_the_effect() -> None:
+        effect()
+        raise SystemExit("killed")
+
+    with pytest.raises(SystemExit):
+        await ledger.once("k", dies_after_the_effect, tool="charge")
+    assert await ledger.once("k", effect, tool="charge", reconcile=lambda: None) == {"charged": 2}
+    entry = await ledger.get("k")
+    assert entry is not None and (entry.status, entry.attempts) == ("done", 2)
+
+
+def _claim(path: str, key: str) -> None:
+    counter = Path(path).with_suffix(".count")
+
+    def effect() -> str:
+        with counter.open("a") as handle:
+            handle.write("x")
+        return "done"
+
+    asyncio.run(SqliteLedger(Path(path)).once(key, effect, tool="t"))
+
+
+def test_processes_sharing_the_file_see_each_others_records(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    SqliteLedger(path)
+    for _ in range(3):
+        process = multiprocessing.get_context("spawn").Process(target=_claim, args=(str(path), "k"))
+        process.start()
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    assert path.with_suffix(".count").read_text() == "x"
+
+
+async def test_tool_context_needs_a_worker_for_effects_and_artifacts() -> None:
+    context = ToolContext(idempotency_key="k")
+    with pytest.raises(RuntimeError, match="inside a worker"):
+        await context.once(lambda: None)
+    with pytest.raises(RuntimeError, match="in a worker"):
+        await context.save_artifact("a.txt", "x")
+
+
+async def test_artifacts_are_scoped_to_their_run(tmp_path: Path) -> None:
+    store = FileArtifactStore(tmp_path / "artifacts")
+    scope = run_scope("support/ada@example.com", "0193-run")
+    context = ToolContext(idempotency_key="k", step=7, artifacts=store, scope=scope)
+    ref = await context.save_artifact("draft.md", "# Title")
+    assert ref == "artifact:7/draft.md" and context.saved == [ref]
+    assert await store.get(scope, artifact_path(ref)) == b"# Title"
+    # Saving again (a retried call) overwrites: idempotent.
+    assert await context.save_artifact("draft.md", "# Title") == ref and context.saved == [ref]
+    with pytest.raises(KeyError):
+        await store.get(run_scope("another-run", "0193-run"), artifact_path(ref))
+    stored = list((tmp_path / "artifacts").rglob("draft.md"))
+    assert len(stored) == 1 and "support%2Fada%40example.com" in str(stored[0])
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden", "", "x" * 65])
+def test_artifact_names_are_plain_file_names(name: str) -> None:
+    with pytest.raises(ValueError, match="artifact name"):
+        artifact_ref(1, name)
+
+
+@pytest.mark.parametrize("text", ["draft.md", "artifact:x/draft.md", "artifact:1/../etc"])
+def test_references_are_checked(text: str) -> None:
+    with pytest.raises(ValueError):
+        artifact_path(text)
