@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from fsm.tools import Artifact, ToolContext, ToolError, ToolRegistry
+from fsm import Artifact, ToolContext, ToolError, ToolRegistry
 
 tools = ToolRegistry()
 

@@ -1,7 +1,9 @@
-"""The pure FSM core: loading and checking definitions, the engine, prompts, schemas.
+"""The pure FSM core: definitions, checks, the engine, prompts, schemas, tool registry.
 
-No Temporal, no clock, no network: everything here is a function of its inputs, so
-the workflow can call it deterministically and tests can call it directly.
+What a tool author imports is here too: ``ToolRegistry``, ``ToolContext``,
+``ToolError``, ``Artifact``. No Temporal, no clock, no network: everything here is a
+function of its inputs, so the workflow can call it deterministically and tests can
+call it directly.
 """
 
 from fsm.diagram import mermaid
@@ -16,20 +18,26 @@ from fsm.engine import (
     apply_turn,
     fail_run,
     parse_turn,
+    record_tool_call,
     start_run,
     tool_call_problem,
 )
 from fsm.loader import Loaded, load_definition, load_file, load_text, parse_definition
 from fsm.problems import DefinitionError, Problem
 from fsm.prompt import build_messages
+from fsm.tools import Artifact, ToolContext, ToolError, ToolRegistry
 from fsm.turn_schema import turn_schema
 
 __all__ = [
+    "Artifact",
     "ContextError",
     "DefinitionError",
     "Loaded",
     "Move",
     "Problem",
+    "ToolContext",
+    "ToolError",
+    "ToolRegistry",
     "TurnParseError",
     "TurnResult",
     "allowed_moves",
@@ -45,6 +53,7 @@ __all__ = [
     "parse_definition",
     "parse_turn",
     "start_run",
+    "record_tool_call",
     "tool_call_problem",
     "turn_schema",
 ]

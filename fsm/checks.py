@@ -155,6 +155,12 @@ def _check_state(
                 )
     yield from _check_key_list(definition, state_id, "collects", state.collects)
     yield from _check_key_list(definition, state_id, "sees", state.sees or [])
+    if state.max_tool_calls is not None and not state.tools:
+        yield Problem(
+            "max_tool_calls bounds tool calls, but the state lists no tools",
+            (*where, "max_tool_calls"),
+            severity="warning",
+        )
     if state.tools and definition.mode != "autonomous":
         yield Problem(
             "tools are called in autonomous runs only (mode: autonomous); "

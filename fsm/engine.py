@@ -107,6 +107,16 @@ def _may_hold(transition: Transition, run: RunState, writable: set[str]) -> bool
     return jsonlogic.may_hold(transition.when, guard_data(run), writable)
 
 
+def callable_tools(definition: AgentDefinition, run: RunState) -> list[str]:
+    """The state's tools the model may call now: none once the visit's budget is spent."""
+    if run.status != "active":
+        return []
+    state = definition.states[run.state]
+    if state.max_tool_calls is not None and run.visit_tool_calls >= state.max_tool_calls:
+        return []
+    return list(state.tools)
+
+
 def _ordered(state: State) -> list[Transition]:
     # sorted() is stable: equal priorities keep the order of the file.
     return sorted(state.transitions, key=lambda t: t.priority)
@@ -115,7 +125,9 @@ def _ordered(state: State) -> list[Transition]:
 def allowed_moves(definition: AgentDefinition, run: RunState) -> list[Move]:
     """The moves the model may pick now, by priority, staying last.
 
-    Empty when the run has ended, is waiting for approval, or is in a terminal state.
+    Empty when the run has ended, is waiting for approval, or is in a terminal
+    state; also when a state with tools forbids staying and no transition can hold
+    yet (the model must call a tool).
     """
     if run.status != "active":
         return []
@@ -141,9 +153,12 @@ def allowed_moves(definition: AgentDefinition, run: RunState) -> list[Move]:
             needs=tuple(k for k in transition.requires if not is_present(run.context.get(k))),
             condition=jsonlogic.describe(transition.when) if transition.when is not None else "",
         )
-    if run.state not in moves and (state.allow_stay or not moves):
+    if run.state not in moves and (
+        state.allow_stay or not (moves or callable_tools(definition, run))
+    ):
         # A state that forbids staying still offers it when no transition can
-        # hold this turn: the run must not be left without a legal move.
+        # hold this turn and it has no tools: the run must not be left without a
+        # legal move. With tools, calling one is the way forward.
         moves[run.state] = Move(run.state, "stay in this state (e.g. to ask for what is missing)")
     return list(moves.values())
 
@@ -255,6 +270,7 @@ def _enter(
             "context": context,
             "step": run.step + 1,
             "visits": visits,
+            "visit_tool_calls": 0 if target != run.state else run.visit_tool_calls,
             "trace": (*run.trace, entry),
         }
     )
@@ -461,10 +477,16 @@ def tool_call_problem(
     """
     if (reason := _not_open_reason(run)) is not None:
         return reason
-    allowed = definition.states[run.state].tools
-    if tool not in allowed:
-        listing = ", ".join(allowed) or "none"
+    state = definition.states[run.state]
+    if tool not in state.tools:
+        listing = ", ".join(state.tools) or "none"
         return f"tool {tool!r} is not allowed in {run.state!r}; allowed: {listing}"
+    if tool not in callable_tools(definition, run):
+        moves = ", ".join(allowed_targets(definition, run))
+        return (
+            f"{run.state!r} allows {state.max_tool_calls} tool call(s) per visit and they "
+            f"are spent; move on (allowed: {moves})"
+        )
     info = tools.get(tool)
     if info is None:
         return f"tool {tool!r} is not registered"
@@ -532,6 +554,7 @@ def record_tool_call(
         update={
             "step": run.step + 1,
             "tool_calls": run.tool_calls + 1,
+            "visit_tool_calls": run.visit_tool_calls + 1,
             "calls": calls,
             "artifacts": tuple([*known, *artifacts][-ARTIFACTS_KEPT:]),
             "trace": (*run.trace, entry),

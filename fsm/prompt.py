@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fsm.context import REDACTED, key_schema
-from fsm.engine import Move, allowed_moves, writable_keys
+from fsm.engine import Move, allowed_moves, callable_tools, writable_keys
 from schemas.activity import ToolInfo
 from schemas.definition import AgentDefinition
 from schemas.run import DialogueTurn, RunState
@@ -81,13 +81,20 @@ def system_prompt(
     if definition.mode == "autonomous":
         parts.append(
             '## Allowed moves (action.target_state when action.kind is "transition")\n'
-            + "\n".join(_describe_move(m, run.state) for m in moves)
+            + (
+                "\n".join(_describe_move(m, run.state) for m in moves)
+                or "- none yet: call one of the tools first"
+            )
         )
-        if state.tools:
+        callable_now = callable_tools(definition, run)
+        if callable_now:
             known = tools or {}
+            heading = '## Tools (action.kind "call_tool")'
+            if state.max_tool_calls is not None:
+                left = state.max_tool_calls - run.visit_tool_calls
+                heading += f", {left} call(s) left in this state"
             parts.append(
-                '## Tools (action.kind "call_tool")\n'
-                + "\n".join(_describe_tool(t, known.get(t)) for t in state.tools)
+                heading + "\n" + "\n".join(_describe_tool(t, known.get(t)) for t in callable_now)
             )
     else:
         parts.append(

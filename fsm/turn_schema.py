@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fsm.context import key_schema
-from fsm.engine import allowed_targets, keys_every_move_needs, writable_keys
+from fsm.engine import allowed_targets, callable_tools, keys_every_move_needs, writable_keys
 from schemas.activity import ToolInfo
 from schemas.definition import AgentDefinition
 from schemas.run import RunState
@@ -116,23 +116,29 @@ def autonomous_turn_schema(
         tools: The registered tools the run knows; only the current state's tools
             appear, each as its own variant.
         reasoning_max_length: Bound of the reasoning string.
+
+    Raises:
+        ValueError: If there is neither a move nor a callable tool.
     """
-    variants: list[dict[str, Any]] = [
-        {
-            "type": "object",
-            "properties": {
-                "kind": {"type": "string", "enum": ["transition"]},
-                # Keys before the move: the model writes what it found, then picks
-                # where to go (a constrained decoder generates in this order).
-                "context_update": context_update_schema(definition, run),
-                "target_state": {"type": "string", "enum": allowed_targets(definition, run)},
-            },
-            "required": ["kind", "context_update", "target_state"],
-            "additionalProperties": False,
-        }
-    ]
+    variants: list[dict[str, Any]] = []
+    targets = allowed_targets(definition, run)
+    if targets:
+        variants.append(
+            {
+                "type": "object",
+                "properties": {
+                    "kind": {"type": "string", "enum": ["transition"]},
+                    # Keys before the move: the model writes what it found, then picks
+                    # where to go (a constrained decoder generates in this order).
+                    "context_update": context_update_schema(definition, run),
+                    "target_state": {"type": "string", "enum": targets},
+                },
+                "required": ["kind", "context_update", "target_state"],
+                "additionalProperties": False,
+            }
+        )
     known = tools or {}
-    for tool in definition.states[run.state].tools:
+    for tool in callable_tools(definition, run):
         arguments = tool_arguments_schema(known[tool], run) if tool in known else None
         if arguments is not None:
             variants.append(
@@ -147,6 +153,11 @@ def autonomous_turn_schema(
                     "additionalProperties": False,
                 }
             )
+    if not variants:
+        raise ValueError(
+            f"no move and no callable tool in state {run.state!r}: its transitions "
+            "cannot hold yet and its tools need an artifact the run does not have"
+        )
     action = variants[0] if len(variants) == 1 else {"anyOf": variants}
     return {
         "type": "object",
@@ -167,9 +178,10 @@ def turn_schema(
     """The turn schema for the definition's mode in the run's current state.
 
     Raises:
-        ValueError: If the run takes no turns now (ended, or waiting for approval).
+        ValueError: If the run takes no turns now (ended, or waiting for approval),
+            or an autonomous state has neither a move nor a callable tool.
     """
-    if not allowed_targets(definition, run):
+    if not (allowed_targets(definition, run) or callable_tools(definition, run)):
         raise ValueError(f"the run takes no turn in state {run.state!r} ({run.status})")
     if definition.mode == "autonomous":
         return autonomous_turn_schema(definition, run, tools)

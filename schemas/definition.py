@@ -204,6 +204,8 @@ class State(_UserModel):
     model: str = Field(default="default", pattern=NAME_PATTERN)
     tools: list[str] = Field(default_factory=list)
     """Tools the model may call here (autonomous runs): an allowlist."""
+    max_tool_calls: int | None = Field(default=None, ge=1)
+    """Tool calls allowed per visit; after that only transitions are offered."""
     transitions: list[Transition] = Field(default_factory=list)
     terminal: bool = False
     allow_stay: bool = True

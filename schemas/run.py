@@ -60,6 +60,8 @@ class RunState(BaseModel):
     trace: tuple[TraceEntry, ...] = ()
     tool_calls: int = 0
     """Tool calls executed so far in the run (the call index of the next one)."""
+    visit_tool_calls: int = 0
+    """Tool calls executed since the run entered its current state."""
     calls: dict[str, int] = Field(default_factory=dict)
     """Successful calls by tool (guards read them as ``_calls.<tool>``)."""
     artifacts: tuple[str, ...] = ()

@@ -41,10 +41,17 @@ MESSAGES = [
 
 
 def illegal_moves(definition: AgentDefinition, trace: list[TraceEntry]) -> list[TraceEntry]:
-    """Applied entries that follow no transition, approval edge or stay."""
+    """Applied entries that no transition, approval edge or stay allows.
+
+    An executed tool call is illegal when its state does not list the tool.
+    """
     wrong = []
     for entry in trace:
         if not entry.accepted or entry.to_state is None:
+            continue
+        listed = definition.states[entry.from_state].tools
+        if entry.kind == "tool_call" and entry.tool not in listed:
+            wrong.append(entry)
             continue
         targets = {entry.from_state, *successors(definition.states[entry.from_state])}
         if entry.to_state not in targets:
@@ -181,10 +188,12 @@ async def run_demo(settings: Settings, *, out: TextIO) -> int:
         "contact_form": await form(settings, client, out),
     }
     wrong = [e for name, t in traces.items() for e in illegal_moves(agents[name].definition, t)]
-    turns = sum(1 for t in traces.values() for e in t if e.kind == "turn")
-    rejected = sum(1 for t in traces.values() for e in t if e.kind == "turn" and not e.accepted)
+    entries = [e for t in traces.values() for e in t]
+    turns = sum(1 for e in entries if e.kind in ("turn", "tool_call"))
+    rejected = sum(1 for e in entries if e.kind in ("turn", "tool_call") and not e.accepted)
+    tools = sum(1 for e in entries if e.kind == "tool_call" and e.accepted)
     out.write(
-        f"\n{turns} model turns, {rejected} rejected and re-asked, "
+        f"\n{turns} model turns, {rejected} rejected and re-asked, {tools} tool calls executed, "
         f"{len(wrong)} illegal moves applied.\n"
     )
     return 1 if wrong else 0

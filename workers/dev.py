@@ -172,6 +172,16 @@ def services(ports: Ports, home: Path) -> list[Service]:
         )
         worker_env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{ports.llm}/v1"
     worker_env.setdefault("FSMFLOW_LOG_FORMAT", "json")
+    # The research example's tools, with their ledger, artifacts and published
+    # articles next to the stack's other files (unless the environment says otherwise).
+    for name, value in {
+        "FSMFLOW_TOOL_MODULES": "examples/research_tools.py",
+        "FSMFLOW_TOOL_LEDGER": str(home / "ledger.sqlite3"),
+        "FSMFLOW_ARTIFACTS_DIR": str(home / "artifacts"),
+        "RESEARCH_PUBLISH_DIR": str(home / "published"),
+    }.items():
+        if name not in os.environ:
+            worker_env[name] = value
     stack.append(
         Service(
             "worker",

@@ -9,6 +9,7 @@ exactly where it was after a worker crash.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         ContextError,
         Decision,
         TurnParseError,
+        allowed_targets,
         apply_decision,
         apply_turn,
         fail_run,
@@ -83,6 +85,10 @@ class _AllowedCall:
     usage: dict[str, Any]
 
 
+class _NoTurn(Exception):
+    """The state offers neither a move nor a callable tool (see ``turn_schema``)."""
+
+
 def _failure_message(error: BaseException) -> str:
     """The innermost message of an activity failure, for traces and replies."""
     cause = error.__cause__ if isinstance(error, ActivityError) and error.__cause__ else error
@@ -111,6 +117,7 @@ class AgentWorkflow:
         self._turns = 0
         self._calling_model = False
         self._calling_tool = False
+        self._last_call: tuple[str, str, str] | None = None
         self._published: tuple[str, str] | None = None
         carried = request.carried
         if carried is not None:
@@ -268,6 +275,10 @@ class AgentWorkflow:
         run = self._state()
         state = definition.states[run.state]
         label = f"llm turn: {run.state}" + (f" (re-ask {attempt - 1})" if attempt > 1 else "")
+        try:
+            schema = turn_schema(definition, run, self._tools)
+        except ValueError as exc:
+            raise _NoTurn(str(exc)) from None
         request = LlmTurnInput(
             tier=state.model,
             messages=build_messages(
@@ -279,7 +290,7 @@ class AgentWorkflow:
                 tools=self._tools,
             ),
             schema_name=f"{definition.name}_{run.state}_turn",
-            turn_schema=turn_schema(definition, run, self._tools),
+            turn_schema=schema,
             label=f"{definition.name}/{run.state}",
         )
         self._calling_model = True
@@ -363,6 +374,8 @@ class AgentWorkflow:
                 reason = f"model call failed: {_failure_message(exc)}"
                 self._set_run(record_rejection(self._state(), reason))
                 return None, reason
+            except _NoTurn as exc:
+                return None, str(exc)
             self._tokens += output.tokens
             turn, feedback = self._judge(output)
             if turn is not None:
@@ -449,6 +462,20 @@ class AgentWorkflow:
             )
         )
         self._history.append(DialogueTurn(role="tool", text=f"{call.tool}: {output.text}"))
+        signature = (run.state, call.tool, json.dumps(call.arguments, sort_keys=True))
+        if signature == self._last_call:
+            # The same call again gets the same result; say so (as for a stay that
+            # changed nothing), so the next prompt differs and the model moves on.
+            moves = ", ".join(allowed_targets(definition, self._state())) or "none yet"
+            self._history.append(
+                DialogueTurn(
+                    role="user",
+                    text=f"You called {call.tool} with the same arguments as before; its "
+                    f"result is above. Make progress: move on (allowed: {moves}) or call "
+                    "another tool.",
+                )
+            )
+        self._last_call = signature
         del self._history[: -self._limits.history_keep]
 
     # ---------------------------------------------------------- conversation

@@ -132,12 +132,15 @@ def test_check_with_tool_modules_refuses_unknown_tools(tmp_path: Path) -> None:
     misspelt.write_text(Path(research).read_text().replace("[write_draft]", "[write_drafts]"))
     code, out, err = run_cli("check", "--tools", RESEARCH_TOOLS, str(misspelt))
     assert code == 1
+    lines = misspelt.read_text().splitlines()
+    tools_line = lines.index("    tools: [write_drafts]") + 1
+    guard_line = next(i for i, line in enumerate(lines) if "_calls.write_draft" in line) + 1
     # The guard that counts write_draft calls now names no listed tool either.
     assert err.splitlines() == [
         f"{misspelt}: state 'write': transition 1: when: '_calls.write_draft' names no tool a "
-        "state lists; did you mean 'write_drafts'? (line 60)",
+        f"state lists; did you mean 'write_drafts'? (line {guard_line})",
         f"{misspelt}: state 'write': tools: tool 'write_drafts' is not registered; did you mean "
-        "'write_draft'? (tool modules come from FSMFLOW_TOOL_MODULES) (line 54)",
+        f"'write_draft'? (tool modules come from FSMFLOW_TOOL_MODULES) (line {tools_line})",
     ]
     code, _, err = run_cli("check", "--tools", str(tmp_path / "missing.py"), research)
     assert code == 1 and "tool module" in err and "no such file" in err

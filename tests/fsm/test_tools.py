@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from fsm.engine import tool_call_problem
 from fsm.loader import parse_definition
-from fsm.tools import ToolContext, ToolDefinitionError, ToolRegistry
+from fsm.tools import Artifact, ToolContext, ToolDefinitionError, ToolRegistry
 from fsm.turn_schema import turn_schema
 from schemas.run import RunState
 from tests.fsm.conftest import build
@@ -135,3 +135,86 @@ def test_functions_that_cannot_be_tools() -> None:
     bad.tool(search_corpus)
     with pytest.raises(ToolDefinitionError, match="already registered"):
         bad.tool(search_corpus)
+
+
+def test_a_state_with_tools_that_forbids_staying_must_call_one() -> None:
+    from fsm.engine import allowed_targets, record_tool_call, start_run
+    from fsm.prompt import build_messages
+
+    data = {
+        "name": "searcher",
+        "mode": "autonomous",
+        "initial_state": "collect",
+        "states": {
+            "collect": {
+                "tools": ["search_corpus"],
+                "allow_stay": False,
+                "max_tool_calls": 2,
+                "transitions": [
+                    {"target": "bye", "when": {">=": [{"var": "_calls.search_corpus"}, 1]}}
+                ],
+            },
+            "bye": {"terminal": True},
+        },
+    }
+    definition = parse_definition(data, tools=registry.names()).definition
+    infos = registry.infos()
+    run = RunState(state="collect", visits={"collect": 1}, calls={"search_corpus": 0})
+    assert allowed_targets(definition, run) == []
+    action = turn_schema(definition, run, infos)["properties"]["action"]
+    assert action["properties"]["kind"]["enum"] == ["call_tool"]
+    system = build_messages(definition, run, tools=infos)[0]["content"]
+    assert "- none yet: call one of the tools first" in system
+    assert '## Tools (action.kind "call_tool"), 2 call(s) left in this state' in system
+    # A failed call (ToolError) does not count for _calls, but spends the budget.
+    run = record_tool_call(definition, run, "search_corpus", ok=False, outcome="error: x")
+    assert allowed_targets(definition, run) == [] and run.calls == {"search_corpus": 0}
+    run = record_tool_call(definition, run, "search_corpus", ok=True, outcome="ok")
+    assert (run.step, run.visit_tool_calls, run.calls) == (2, 2, {"search_corpus": 1})
+    # The budget is spent: only the transition is offered, and a call is refused.
+    assert allowed_targets(definition, run) == ["bye"]
+    assert "kind" in turn_schema(definition, run, infos)["properties"]["action"]["properties"]
+    problem = tool_call_problem(definition, run, "search_corpus", {"query": "x"}, infos)
+    assert problem == (
+        "'collect' allows 2 tool call(s) per visit and they are spent; move on (allowed: bye)"
+    )
+    assert start_run(definition).calls == {"search_corpus": 0}
+
+
+def test_artifact_arguments_enumerate_the_runs_artifacts() -> None:
+    files = ToolRegistry()
+
+    @files.tool
+    def summarise(source: Artifact, extra: Artifact | None = None) -> str:
+        """Summarise an artifact."""
+        return source.text
+
+    spec = files["summarise"]
+    assert spec.artifact_parameters == ("source", "extra")
+    assert spec.parameters["properties"]["source"]["maxLength"] == 80
+    data = build({"mode": "autonomous"})
+    data["states"]["collect"]["tools"] = ["summarise"]
+    definition = parse_definition(data, tools=files.names()).definition
+    infos = files.infos()
+    empty = RunState(state="collect", visits={"collect": 1})
+    # No artifact yet: the tool cannot be called, so it is not offered.
+    action = turn_schema(definition, empty, infos)["properties"]["action"]
+    assert action["properties"]["kind"]["enum"] == ["transition"]
+    run = empty.model_copy(update={"artifacts": ("artifact:1/a.txt", "artifact:2/b.txt")})
+    variants = turn_schema(definition, run, infos)["properties"]["action"]["anyOf"]
+    arguments = variants[1]["properties"]["arguments"]["properties"]
+    assert arguments["source"] == {
+        "type": "string",
+        "enum": ["artifact:1/a.txt", "artifact:2/b.txt"],
+    }
+    assert arguments["extra"]["anyOf"][1] == {"type": "null"}
+    problem = tool_call_problem(
+        definition, run, "summarise", {"source": "artifact:9/x", "extra": None}, infos
+    )
+    assert problem is not None and "is not an artifact of this run" in problem
+    with pytest.raises(ToolDefinitionError, match="not inside other types"):
+
+        @files.tool
+        def many(sources: list[Artifact]) -> str:
+            """Not supported."""
+            return ""

@@ -99,3 +99,10 @@ async def test_research_agent_on_the_embedded_model(
     assert result.status in ("completed", "failed", "max_steps")
     assert illegal_moves(definition, result.trace) == []
     assert result.total_tokens > 0
+    # Whatever the tiny model picks, every executed call named one of its state's tools.
+    executed = [e for e in result.trace if e.kind == "tool_call" and e.accepted]
+    assert all(e.tool in definition.states[e.from_state].tools for e in executed)
+    print(
+        f"live research: {result.status} in {result.state}, {len(executed)} tool calls: "
+        + ", ".join(f"{e.from_state}/{e.tool}" for e in executed)
+    )

@@ -122,9 +122,10 @@ async def test_research_cannot_skip_its_tools(
     async with running_worker(client, settings):
         handle = await start(client, settings, agent="research", task="Durable execution")
         result = await handle.result()
-    # 'write' needs a successful search_corpus call: it is not even offered.
+    # 'write' needs a successful search_corpus call, and research forbids staying:
+    # calling a tool is the only declaration the schema offers.
     assert result.status == "failed"
-    assert "'write' is not one of ['research']" in (result.end_reason or "")
+    assert "at action: kind 'transition' is not one of ['call_tool']" in (result.end_reason or "")
 
 
 async def test_disallowed_tools_and_bad_arguments_never_execute(
