@@ -1,20 +1,25 @@
 """Record the histories that the replay tests replay.
 
-Run ``.venv/bin/python -m tests.histories.record`` after a deliberate change to
-the workflow (and explain the change behind ``workflow.patched`` where running
-histories must keep replaying). Each scenario runs the example agents on a fresh
-dev server with the scripted model, and the history is written as JSON here.
+Run ``.venv/bin/python -m tests.histories.record NAME...`` to record scenarios
+(all when none is named). Histories recorded by earlier versions stay committed as
+they are: they are what running workflows look like, and the current code must keep
+replaying them (behind ``workflow.patched`` where it changes what they did). Each
+scenario runs on a fresh dev server with the scripted model, and the history is
+written as JSON here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
+import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -27,12 +32,16 @@ from schemas.workflow import (
     MessageInput,
     Reply,
 )
-from tests.conftest import make_settings, running_worker
-from tests.llm_server import ScriptedLlm, move, say
+from tests.conftest import RESEARCH_TOOLS, make_settings, running_worker
+from tests.llm_server import ScriptedLlm, call, move, say
+from tests.workflows.helpers import research_publish, research_to_the_gate
+from tests.workflows.test_tools import SPY_AGENT, SPY_TOOLS
 from workers.binaries import temporal_cli
 from workflows.agent import SEARCH_ATTRIBUTES
 
 HERE = Path(__file__).parent
+REVIEW_LOOP = yaml.safe_load((HERE.parent / "workflows" / "review_loop.yaml").read_text())
+"""The tool-free research loop: the research example before it had tools (v1)."""
 
 Scenario = Callable[[Client, str, str], Awaitable[str]]
 
@@ -87,6 +96,14 @@ SCRIPTS: dict[str, list[dict[str, Any]]] = {
         move("review", draft="d2"),
         move("publish_gate", verdict="approve"),
     ],
+    "research_tools_published": [*research_to_the_gate(), *research_publish()],
+    "tools_errors_artifacts_failure": [
+        call("complain", topic="fsm"),
+        move("work"),
+        call("big", megabytes=1),
+        call("measure", blob="artifact:2/big.txt"),
+        call("explode"),
+    ],
 }
 
 
@@ -99,7 +116,7 @@ async def form_conversation(client: Client, queue: str, model: str) -> str:
 
 
 async def research_approved(client: Client, queue: str, model: str) -> str:
-    handle = await _start(client, queue, agent="research", task="Write about FSMs")
+    handle = await _start(client, queue, definition=REVIEW_LOOP, task="Write about FSMs")
     await _awaiting(handle)
     await handle.signal("approve", DecisionInput(by="alice", comment="ship it"))
     await handle.result()
@@ -107,7 +124,7 @@ async def research_approved(client: Client, queue: str, model: str) -> str:
 
 
 async def research_rejected_then_approved(client: Client, queue: str, model: str) -> str:
-    handle = await _start(client, queue, agent="research", task="Write about FSMs")
+    handle = await _start(client, queue, definition=REVIEW_LOOP, task="Write about FSMs")
     await _awaiting(handle)
     await handle.execute_update("decide", DecideInput(decision="reject", by="bob", comment="no"))
     await asyncio.sleep(0.5)
@@ -117,14 +134,33 @@ async def research_rejected_then_approved(client: Client, queue: str, model: str
     return handle.id
 
 
+async def research_tools_published(client: Client, queue: str, model: str) -> str:
+    handle = await _start(client, queue, agent="research", task="Durable execution")
+    await _awaiting(handle)
+    await handle.signal("approve", DecisionInput(by="alice", comment="ship it"))
+    await handle.result()
+    return handle.id
+
+
+async def tools_errors_artifacts_failure(client: Client, queue: str, model: str) -> str:
+    handle = await _start(client, queue, definition=SPY_AGENT)
+    await handle.result()
+    return handle.id
+
+
 SCENARIOS: dict[str, Scenario] = {
     "form_conversation": form_conversation,
     "research_approved": research_approved,
     "research_rejected_then_approved": research_rejected_then_approved,
+    "research_tools_published": research_tools_published,
+    "tools_errors_artifacts_failure": tools_errors_artifacts_failure,
 }
 
 
-async def main() -> None:
+async def main(names: list[str]) -> None:
+    scratch = Path(tempfile.mkdtemp(prefix="fsmflow-record-"))
+    os.environ.setdefault("SPY_LOG", str(scratch / "spy.log"))
+    os.environ.setdefault("RESEARCH_PUBLISH_DIR", str(scratch / "published"))
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(temporal_cli()),
         search_attributes=SEARCH_ATTRIBUTES,
@@ -132,11 +168,14 @@ async def main() -> None:
     )
     llm = ScriptedLlm().start()
     try:
-        for name, scenario in SCENARIOS.items():
+        for name in names or list(SCENARIOS):
+            scenario = SCENARIOS[name]
             model = f"record-{name}"
             queue = f"record-{name}"
             llm.script(model, *SCRIPTS[name])
-            settings = make_settings(llm, model, queue)
+            settings = make_settings(
+                llm, model, queue, tool_modules_spec=f"{RESEARCH_TOOLS},{SPY_TOOLS}"
+            )
             async with running_worker(env.client, settings):
                 workflow_id = await scenario(env.client, queue, model)
             history = await env.client.get_workflow_handle(workflow_id).fetch_history()
@@ -147,5 +186,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(sys.argv[1:]))
     os._exit(0)  # see tests/run.py: temporalio may abort at interpreter exit

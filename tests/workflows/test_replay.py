@@ -28,7 +28,23 @@ def test_histories_are_recorded() -> None:
         "form_conversation",
         "research_approved",
         "research_rejected_then_approved",
+        "research_tools_published",
+        "tools_errors_artifacts_failure",
     }
+
+
+@pytest.mark.parametrize(
+    ("name", "calls"),
+    [("research_tools_published", 4), ("tools_errors_artifacts_failure", 4)],
+)
+def test_tool_histories_hold_tool_calls(name: str, calls: int) -> None:
+    history = load(Path(__file__).parents[1] / "histories" / f"{name}.json")
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled.count("fsmflow.run_tool") == calls
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
