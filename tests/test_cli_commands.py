@@ -98,7 +98,7 @@ async def test_run_send_status_trace_and_ls(
     assert code == 0
     lines = out.strip().splitlines()
     assert len(lines) == 2
-    assert "turn      ask_name -> ask_email  ok" in lines[0]
+    assert "turn       ask_name -> ask_email  ok" in lines[0]
     assert "ask_email -> cancelled  ok" in lines[1]
 
 
@@ -134,6 +134,12 @@ async def test_run_wait_prints_the_result(
         assert out.strip() == "approved by alice: now in publish (active)"
         code, out, _ = await waiting
     assert code == 0 and '"state": "published"' in out
+    # The trace, rebuilt from the history, shows each tool call by name.
+    code, out, _ = await fsmflow(temporal_env, settings, "trace", workflow_id)
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 9
+    assert "  0  tool_call  research: search_corpus  ok (ok, " in lines[0]
+    assert "  7  tool_call  publish: publish_article  ok (ok, " in lines[7]
 
 
 async def test_reject_and_chat(

@@ -35,6 +35,7 @@ def fsmflow(
     )
 
 
+@pytest.mark.timeout(900)
 def test_demo_from_dev_up_to_dev_down(tmp_path: Path) -> None:
     shutil.copytree(EXAMPLES, tmp_path / "examples")
     temporal, ui, llm, health, metrics = free_ports(5)
@@ -65,6 +66,7 @@ def test_demo_from_dev_up_to_dev_down(tmp_path: Path) -> None:
 
         demo = fsmflow(tmp_path, env, "demo", timeout=900)
         output = demo.stdout
+        print(output)
         assert demo.returncode == 0, output + demo.stderr
         assert "$ temporal workflow start --type AgentWorkflow" in output
         assert "0 illegal moves applied." in output

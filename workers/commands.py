@@ -185,15 +185,15 @@ async def status(settings: Settings, workflow_id: str, out: TextIO) -> int:
 
 
 def format_entry(entry: TraceEntry) -> str:
-    """One trace line: step, kind, from -> to, verdict, model, tokens, latency."""
+    """One trace line: step, kind, from -> to (or state: tool), verdict, model, tokens, latency."""
     verdict = "ok" if entry.accepted else f"rejected: {entry.reason}"
     if entry.accepted and entry.reason:
         verdict += f" ({entry.reason})"
-    parts = [
-        f"{entry.step:>3}",
-        f"{entry.kind:<8}",
-        f"{entry.from_state} -> {entry.to_state or '-'}",
-    ]
+    parts = [f"{entry.step:>3}", f"{entry.kind:<9}"]
+    if entry.kind == "tool_call":
+        parts.append(f"{entry.from_state}: {entry.tool}")
+    else:
+        parts.append(f"{entry.from_state} -> {entry.to_state or '-'}")
     details = []
     if entry.by:
         details.append(f"by {entry.by}")
