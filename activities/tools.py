@@ -236,6 +236,7 @@ class ToolActivities:
                 ledger=self._ledger,
                 artifacts=self._artifacts,
                 scope=scope,
+                loop=asyncio.get_running_loop(),
             )
             if isinstance(arguments, str):
                 ok, text, size = False, arguments, len(arguments)

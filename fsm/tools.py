@@ -16,13 +16,14 @@ parameter type: the full content of an earlier result, passed by reference) and
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import inspect
 import json
 import re
 import types
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -155,7 +156,22 @@ class ToolContext:
     scope: str = ""
     saved: list[str] = field(default_factory=list, repr=False, compare=False)
 
-    async def once(
+    loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False, compare=False)
+    """The worker's event loop: a plain (sync) tool runs in a thread and reaches the
+    ledger and the store through it."""
+
+    def _run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        """An awaitable in an async tool; the result itself in a sync tool's thread."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            if self.loop is None:
+                coroutine.close()
+                raise RuntimeError("no event loop: ToolContext runs inside a worker") from None
+            return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+        return coroutine
+
+    def once(
         self,
         effect: Callable[[], Awaitable[Any] | Any],
         *,
@@ -163,6 +179,8 @@ class ToolContext:
         tool: str = "",
     ) -> Any:
         """Run a side effect at most once per call, however often the call is retried.
+
+        In an ``async def`` tool, await it; in a plain tool, it returns the result.
 
         Args:
             effect: Does the effect and returns a JSON-serialisable result (sync
@@ -177,20 +195,24 @@ class ToolContext:
         """
         if self.ledger is None:
             raise RuntimeError("no effect ledger: ToolContext.once runs inside a worker")
-        return await self.ledger.once(
-            self.idempotency_key, effect, tool=tool or "tool", reconcile=reconcile
+        return self._run(
+            self.ledger.once(self.idempotency_key, effect, tool=tool or "tool", reconcile=reconcile)
         )
 
-    async def save_artifact(self, name: str, data: bytes | str) -> str:
-        """Store an artifact of this call (keyed by run and step); returns its reference.
+    def save_artifact(self, name: str, data: bytes | str) -> Any:
+        """Store an artifact of this call (keyed by run and step); gives its reference.
 
+        In an ``async def`` tool, await it; in a plain tool, it returns the reference.
         A retried call saving the same name overwrites it, so saving is idempotent.
         """
         if self.artifacts is None:
             raise RuntimeError("no artifact store: ToolContext.save_artifact runs in a worker")
+        return self._run(self._save(self.artifacts, name, data))
+
+    async def _save(self, store: ArtifactStore, name: str, data: bytes | str) -> str:
         ref = artifact_ref(self.step, name)
         payload = data.encode() if isinstance(data, str) else data
-        await self.artifacts.put(self.scope, artifact_path(ref), payload)
+        await store.put(self.scope, artifact_path(ref), payload)
         if ref not in self.saved:
             self.saved.append(ref)
         return ref

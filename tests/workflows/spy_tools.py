@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from fsm.tools import Artifact, ToolError, ToolRegistry
+from fsm.tools import Artifact, ToolContext, ToolError, ToolRegistry
 
 tools = ToolRegistry()
 
@@ -72,3 +72,17 @@ def measure(blob: Artifact) -> dict[str, object]:
     """
     _log("measure", blob=blob.ref)
     return {"bytes": len(blob.data), "sha256": hashlib.sha256(blob.data).hexdigest()}
+
+
+@tools.tool
+def sync_effect(text: str, ctx: ToolContext) -> dict[str, str]:
+    """A plain (sync) tool using the ledger and the artifact store.
+
+    Args:
+        text: What to store.
+        ctx: The call's context.
+    """
+    _log("sync_effect", text=text)
+    ref = ctx.save_artifact("note.txt", text)
+    outcome = ctx.once(lambda: f"stored {len(text)} chars", tool="sync_effect")
+    return {"artifact": ref, "outcome": outcome}

@@ -34,7 +34,7 @@ SPY_AGENT: dict[str, Any] = {
     "states": {
         "look": {"tools": ["complain"], "transitions": [{"target": "work"}]},
         "work": {
-            "tools": ["record", "explode", "big", "measure"],
+            "tools": ["record", "explode", "big", "measure", "sync_effect"],
             "transitions": [{"target": "done"}],
         },
         "done": {"terminal": True},
@@ -102,9 +102,9 @@ async def test_research_example_end_to_end(
     system = requests[0]["messages"][0]["content"]
     assert "- search_corpus: Search the local corpus by keywords" in system
     # review_draft's artifact argument enumerates the run's artifacts.
-    schema = requests[4]["response_format"]["json_schema"]["schema"]
-    variants = schema["properties"]["action"]["anyOf"]
-    review = next(v for v in variants if v["properties"]["kind"]["enum"] == ["call_tool"])
+    # Before its review, 'review' offers no move: the review call is the only variant.
+    review = requests[4]["response_format"]["json_schema"]["schema"]["properties"]["action"]
+    assert review["properties"]["kind"]["enum"] == ["call_tool"]
     assert review["properties"]["arguments"]["properties"]["draft"]["enum"] == [DRAFT_REF]
     review_result = tool_messages(requests[5])[-1]
     assert '"verdict":"approve"' in review_result, review_result
@@ -262,3 +262,29 @@ async def test_artifacts_carry_megabytes_between_tools_outside_the_history(
     total = sum(event.ByteSize() for event in history.events)
     assert largest < 32 * 1024, largest
     assert total < 256 * 1024, total
+
+
+async def test_a_plain_tool_uses_the_ledger_and_the_store_too(
+    client: Client,
+    llm: ScriptedLlm,
+    model_name: str,
+    spy_settings: Settings,
+    spy_log: Path,
+) -> None:
+    llm.script(
+        model_name,
+        move("work"),
+        call("sync_effect", text="hello"),
+        call("measure", blob="artifact:1/note.txt"),
+        move("done"),
+    )
+    async with running_worker(client, spy_settings):
+        handle = await start(client, spy_settings, definition=SPY_AGENT)
+        result = await handle.result()
+    assert result.state == "done", result.end_reason
+    assert executed(spy_log) == ["sync_effect", "measure"]
+    stored = next(e for e in result.trace if e.tool == "sync_effect")
+    assert stored.reason.endswith("artifacts: artifact:1/note.txt")
+    requests = llm.requests(model_name)
+    assert '"outcome":"stored 5 chars"' in tool_messages(requests[2])[-1]
+    assert '"bytes":5' in tool_messages(requests[3])[-1]
