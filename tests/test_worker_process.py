@@ -20,6 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from schemas.workflow import AgentWorkflowInput, MessageInput, Reply
 from tests.conftest import EXAMPLES, RESEARCH_TOOLS, ROOT, free_port
 from tests.llm_server import ScriptedLlm, say
+from tests.workflows.helpers import research_to_the_gate, wait_for_status
 
 
 def run_worker(env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -140,8 +141,20 @@ async def test_probes_metrics_and_sigterm_drain(
             task_queue=queue,
         )
         await handle.execute_update("send_message", MessageInput(text="I'm Ada"), result_type=Reply)
+        # An autonomous run to its gate: its tool calls are counted too.
+        llm.script(model_name, *research_to_the_gate())
+        research = await client.start_workflow(
+            "AgentWorkflow",
+            AgentWorkflowInput(agent="research", task="Durable execution"),
+            id=f"probe-{uuid.uuid4().hex[:8]}",
+            task_queue=queue,
+        )
+        await wait_for_status(research, lambda s: s.status == "awaiting_approval")
         status, text = get(f"{base}/metrics")
         await handle.terminate("test over")
+        await research.terminate("test over")
+        assert "fsmflow_tool_calls" in text and 'tool="search_corpus"' in text
+        assert 'outcome="ok"' in text
         assert status == 200
         assert "fsmflow_turns" in text and 'agent="contact_form"' in text
         assert "fsmflow_tokens" in text and "fsmflow_transitions" in text
