@@ -57,6 +57,20 @@ def spawn_worker(
     )
 
 
+def kill_if_running(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+
+
+def drain(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as Kubernetes stops a pod; kill it if it does not stop in time."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 async def wait_until(predicate, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -94,8 +108,7 @@ async def test_sigkill_mid_call_then_a_new_worker_finishes(
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     finally:
-        if first.poll() is None:
-            first.kill()
+        kill_if_running(first)
     second = spawn_worker(temporal_env, llm, model_name, queue, tmp_path)
     try:
         await wait_until(lambda: llm.remaining(model_name) == 0, timeout=90)
@@ -106,11 +119,7 @@ async def test_sigkill_mid_call_then_a_new_worker_finishes(
         await send_signal(handle, "approve", by="alice")
         result = await asyncio.wait_for(handle.result(), timeout=30)
     finally:
-        second.send_signal(signal.SIGTERM)
-        try:
-            second.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            second.kill()
+        drain(second)
     assert second.returncode == 0, second.stderr.read().decode() if second.stderr else ""
     assert result.state == "published"
     # Each completed turn appears exactly once, in order; the lost call left no trace.
@@ -173,19 +182,14 @@ async def test_sigkill_after_a_side_effect_then_a_new_worker_does_not_repeat_it(
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     finally:
-        if first.poll() is None:
-            first.kill()
+        kill_if_running(first)
     second = spawn_worker(
         temporal_env, llm, model_name, queue, tmp_path, CRASH_EFFECTS=str(effects)
     )
     try:
         result = await asyncio.wait_for(handle.result(), timeout=60)
     finally:
-        second.send_signal(signal.SIGTERM)
-        try:
-            second.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            second.kill()
+        drain(second)
     assert result.state == "done", result.end_reason
     lines = effects.read_text().splitlines()
     assert len(lines) == 1 and lines[0].endswith(" charge the card")
