@@ -76,6 +76,7 @@ def run_tools(
                 changes["heartbeat_seconds"] = float(parse_duration(options.heartbeat))
             if options.max_attempts is not None:
                 changes["max_attempts"] = options.max_attempts
+            changes["writes"] = list(options.writes)
             info = info.model_copy(update=changes)
         tools[name] = info
     return tools

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.util
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -48,6 +49,8 @@ tracer = trace.get_tracer("fsmflow.activities")
 
 ERROR_CHARS = 500
 """Bound of a model-visible tool error message."""
+VALUE_CHARS = 4000
+"""Bound of one value a result writes to the context (as JSON)."""
 
 
 class ToolModuleError(Exception):
@@ -194,15 +197,27 @@ class ToolActivities:
             kwargs[name] = Artifact(ref=ref, data=data)
         return kwargs
 
-    async def _present(self, spec: ToolSpec, result: Any, context: ToolContext) -> tuple[str, int]:
-        """What the model sees of a result, and the result's full size."""
+    async def _present(
+        self, spec: ToolSpec, result: Any, context: ToolContext, writes: list[str]
+    ) -> tuple[str, int, dict[str, Any]]:
+        """What the model sees of a result, its full size, and the values it writes."""
         data, suffix = _render(result)
         text = data.decode("utf-8", errors="replace")
+        values: dict[str, Any] = {}
+        if writes and suffix == "json":
+            fields = json.loads(data)
+            if isinstance(fields, dict):
+                # Bounded here (history), judged against the declared keys by the engine.
+                values = {
+                    k: fields[k]
+                    for k in writes
+                    if k in fields and len(json.dumps(fields[k])) <= VALUE_CHARS
+                }
         if len(text) <= self._threshold and suffix != "bin":
-            return text, len(text)
+            return text, len(text), values
         ref = await context.save_artifact(f"{spec.name}.{suffix}", data)
         preview = _clip(text if suffix != "bin" else "(binary)", self._summary_chars)
-        return f"[{len(data)} bytes stored as {ref}; preview:] {preview}", len(text)
+        return f"[{len(data)} bytes stored as {ref}; preview:] {preview}", len(text), values
 
     @activity.defn(name="fsmflow.run_tool")
     async def run_tool(self, request: RunToolInput) -> ToolOutput:
@@ -238,12 +253,15 @@ class ToolActivities:
                 scope=scope,
                 loop=asyncio.get_running_loop(),
             )
+            values: dict[str, Any] = {}
             if isinstance(arguments, str):
                 ok, text, size = False, arguments, len(arguments)
             else:
                 if spec.context_parameter:
                     arguments[spec.context_parameter] = context
-                ok, text, size = await self._invoke(spec, arguments, context, bound)
+                ok, text, size, values = await self._invoke(
+                    spec, arguments, context, request.writes, bound
+                )
             latency_ms = int((time.monotonic() - started) * 1000)
             span.set_attributes({"fsmflow.ok": ok, "fsmflow.result_chars": size})
         bound.info("tool_call", ok=ok, latency_ms=latency_ms, result_chars=size)
@@ -253,12 +271,18 @@ class ToolActivities:
             text=text,
             artifacts=list(context.saved),
             result_chars=size,
+            values=values,
             latency_ms=latency_ms,
         )
 
     async def _invoke(
-        self, spec: ToolSpec, arguments: dict[str, Any], context: ToolContext, bound: Any
-    ) -> tuple[bool, str, int]:
+        self,
+        spec: ToolSpec,
+        arguments: dict[str, Any],
+        context: ToolContext,
+        writes: list[str],
+        bound: Any,
+    ) -> tuple[bool, str, int, dict[str, Any]]:
         timeout = activity.info().heartbeat_timeout or timedelta(seconds=spec.heartbeat_seconds)
         every = min(HEARTBEAT_SECONDS, timeout.total_seconds() / 3)
         try:
@@ -270,7 +294,7 @@ class ToolActivities:
         except (ToolError, *spec.model_errors) as exc:
             message = _clip(f"error: {exc}", ERROR_CHARS)
             bound.info("tool_error", error=message)
-            return False, message, len(message)
+            return False, message, len(message), {}
         except ApplicationError:
             raise  # the tool chose its own retry behaviour
         except Exception as exc:  # noqa: BLE001 - retried by Temporal, then fails the turn
@@ -279,5 +303,5 @@ class ToolActivities:
                 f"tool {spec.name!r} raised {type(exc).__name__}: {_clip(str(exc), ERROR_CHARS)}",
                 type="ToolFailed",
             ) from None
-        text, size = await self._present(spec, result, context)
-        return True, text, size
+        text, size, values = await self._present(spec, result, context, writes)
+        return True, text, size, values

@@ -173,6 +173,7 @@ def review_draft(draft: Artifact) -> dict[str, Any]:
         problems.append("the draft has placeholder text")
     return {
         "verdict": "approve" if not problems else "revise",
+        "feedback": "; ".join(problems)[:500],
         "problems": problems,
         "words": words,
     }

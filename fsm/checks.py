@@ -188,7 +188,14 @@ def _check_tool_options(
     definition: AgentDefinition, tools: Collection[str] | None
 ) -> Iterator[Problem]:
     used = {name for state in definition.states.values() for name in state.tools}
-    for name in definition.tools:
+    for name, options in definition.tools.items():
+        for key in options.writes:
+            if key.startswith("_") or key not in definition.context:
+                yield Problem(
+                    f"writes {key!r}, which is not a declared context key"
+                    + did_you_mean(key, definition.context),
+                    ("tools", name, "writes"),
+                )
         if tools is not None and name not in tools:
             yield Problem(
                 f"tool {name!r} is not registered{did_you_mean(name, tools)}", ("tools", name)

@@ -117,6 +117,25 @@ def callable_tools(definition: AgentDefinition, run: RunState) -> list[str]:
     return list(state.tools)
 
 
+def _needs(transition: Transition, run: RunState, writable: list[str]) -> tuple[str, ...]:
+    """Keys the turn must set for the transition to apply.
+
+    The missing ``requires``, and the unset keys its guard cannot hold without
+    (``verdict == 'approve'`` needs ``verdict``).
+    """
+    needs = [k for k in transition.requires if not is_present(run.context.get(k))]
+    if transition.when is None:
+        return tuple(needs)
+    data = guard_data(run)
+    unknown = set(writable)
+    for key in writable:
+        if key in needs or is_present(run.context.get(key)):
+            continue
+        if not jsonlogic.may_hold(transition.when, {**data, key: None}, unknown - {key}):
+            needs.append(key)
+    return tuple(needs)
+
+
 def _ordered(state: State) -> list[Transition]:
     # sorted() is stable: equal priorities keep the order of the file.
     return sorted(state.transitions, key=lambda t: t.priority)
@@ -134,7 +153,8 @@ def allowed_moves(definition: AgentDefinition, run: RunState) -> list[Move]:
     state = definition.states[run.state]
     if state.terminal or state.approval is not None:
         return []
-    writable = set(writable_keys(definition, run.state))
+    ordered = writable_keys(definition, run.state)
+    writable = set(ordered)
     moves: dict[str, Move] = {}
     for transition in _ordered(state):
         if not _may_hold(transition, run, writable):
@@ -143,14 +163,14 @@ def allowed_moves(definition: AgentDefinition, run: RunState) -> list[Move]:
             # Several transitions to one target: the move needs only what all of
             # them need (any one of them may apply).
             known = moves[transition.target]
-            missing = {k for k in transition.requires if not is_present(run.context.get(k))}
+            missing = set(_needs(transition, run, ordered))
             needs = tuple(k for k in known.needs if k in missing)
             moves[transition.target] = Move(known.target, known.description, needs, known.condition)
             continue
         moves[transition.target] = Move(
             target=transition.target,
             description=transition.description,
-            needs=tuple(k for k in transition.requires if not is_present(run.context.get(k))),
+            needs=_needs(transition, run, ordered),
             condition=jsonlogic.describe(transition.when) if transition.when is not None else "",
         )
     if run.state not in moves and (
@@ -513,6 +533,7 @@ def record_tool_call(
     ok: bool,
     outcome: str,
     artifacts: tuple[str, ...] | list[str] = (),
+    values: Mapping[str, Any] | None = None,
     model: str | None = None,
     tokens: int | None = None,
     latency_ms: int | None = None,
@@ -520,7 +541,10 @@ def record_tool_call(
     """Record an executed tool call: a step in the current state.
 
     A tool call counts as a step (``max_steps`` bounds a model that calls tools
-    forever); the run stays in its state and learns the call's artifacts.
+    forever); the run stays in its state, learns the call's artifacts, and sets
+    the context keys the definition lets the tool write (``tools: {t: {writes}}``),
+    each checked against its declaration (a value that does not fit is not written,
+    and the trace says why).
 
     Args:
         definition: The agent definition.
@@ -530,10 +554,27 @@ def record_tool_call(
             calls count in ``_calls.<tool>``.
         outcome: A short account for the trace (``ok, 120 chars``, ``tool error: ...``).
         artifacts: References the call created.
+        values: Context values from the result (of successful calls).
         model: The model that declared the call.
         tokens: Tokens the declaration cost.
         latency_ms: How long the model took.
     """
+    context = dict(run.context)
+    allowed = set(definition.tools[tool].writes) if tool in definition.tools else set()
+    for key, value in (values or {}).items() if ok else ():
+        declared = definition.context.get(key)
+        problem = (
+            f"{key!r} is not a key {tool!r} writes"
+            if key not in allowed or declared is None
+            else value_problem(key, declared, value)
+            if value is not None
+            else None
+        )
+        if problem is not None:
+            outcome += f"; not written: {problem}"
+        elif value is not None:
+            context[key] = value
+            outcome += f"; wrote {key}"
     entry = TraceEntry(
         step=run.step,
         kind="tool_call",
@@ -556,6 +597,7 @@ def record_tool_call(
             "tool_calls": run.tool_calls + 1,
             "visit_tool_calls": run.visit_tool_calls + 1,
             "calls": calls,
+            "context": context,
             "artifacts": tuple([*known, *artifacts][-ARTIFACTS_KEPT:]),
             "trace": (*run.trace, entry),
         }

@@ -89,6 +89,8 @@ class ToolInfo(_Io):
     timeout_seconds: float = 60.0
     max_attempts: int = 3
     heartbeat_seconds: float = 20.0
+    writes: list[str] = Field(default_factory=list)
+    """Context keys the result's fields of the same name set (the definition's)."""
 
 
 class ResolvedRun(_Io):
@@ -112,6 +114,8 @@ class RunToolInput(_Io):
     """The first run id of the continue-as-new chain (workflow ids may be reused)."""
     step: int
     call_index: int
+    writes: list[str] = Field(default_factory=list)
+    """Result fields to return as values for the context."""
     label: str = ""
 
 
@@ -128,6 +132,6 @@ class ToolOutput(_Io):
     """References of the artifacts the call created."""
     result_chars: int = 0
     """Size of the full result (which may live in an artifact)."""
-    replayed: bool = False
-    """True when the idempotency ledger returned an earlier attempt's result."""
+    values: dict[str, Any] = Field(default_factory=dict)
+    """The result's fields named by ``writes`` (each bounded), for the context."""
     latency_ms: int = 0

@@ -182,6 +182,9 @@ class ToolOptions(_UserModel):
     """Attempts before the call fails the turn (1: never retried)."""
     heartbeat: str | None = None
     """How soon a dead worker is noticed during a long call."""
+    writes: list[str] = Field(default_factory=list)
+    """Context keys set from the result's fields of the same name (a successful
+    call returning an object): tool results that guards read, not the model's copy."""
 
     @field_validator("timeout", "heartbeat")
     @classmethod

@@ -427,6 +427,7 @@ class AgentWorkflow:
                     chain_id=self._chain_id,
                     step=run.step,
                     call_index=run.tool_calls,
+                    writes=info.writes,
                     label=f"{definition.name}/{run.state}",
                 ),
                 result_type=ToolOutput,
@@ -458,6 +459,7 @@ class AgentWorkflow:
                 ok=output.ok,
                 outcome=account,
                 artifacts=output.artifacts,
+                values=output.values,
                 **allowed.usage,
             )
         )

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from fsm.engine import tool_call_problem
 from fsm.loader import parse_definition
+from fsm.problems import DefinitionError
 from fsm.tools import Artifact, ToolContext, ToolDefinitionError, ToolRegistry
 from fsm.turn_schema import turn_schema
 from schemas.run import RunState
@@ -218,3 +219,46 @@ def test_artifact_arguments_enumerate_the_runs_artifacts() -> None:
         def many(sources: list[Artifact]) -> str:
             """Not supported."""
             return ""
+
+
+def test_a_tool_writes_only_the_declared_keys_and_only_fitting_values() -> None:
+    from fsm.engine import record_tool_call, start_run
+
+    data = {
+        "name": "reviewer",
+        "mode": "autonomous",
+        "initial_state": "review",
+        "context": {
+            "verdict": {"type": "string", "enum": ["approve", "revise"]},
+            "score": {"type": "integer", "maximum": 10},
+            "note": {"type": "string"},
+        },
+        "tools": {"search_corpus": {"writes": ["verdict", "score"]}},
+        "states": {
+            "review": {
+                "tools": ["search_corpus"],
+                "sees": [],
+                "transitions": [
+                    {"target": "done", "when": {"==": [{"var": "verdict"}, "approve"]}}
+                ],
+            },
+            "done": {"terminal": True},
+        },
+    }
+    definition = parse_definition(data, tools=registry.names()).definition
+    run = start_run(definition)
+    values = {"verdict": "approve", "score": 99, "note": "sneaky"}
+    after = record_tool_call(definition, run, "search_corpus", ok=True, outcome="ok", values=values)
+    assert after.context == {"verdict": "approve"}
+    reason = after.trace[-1].reason
+    assert (
+        "wrote verdict" in reason and "not written: " in reason and "'note' is not a key" in reason
+    )
+    # A failed call (ToolError) writes nothing.
+    failed = record_tool_call(
+        definition, run, "search_corpus", ok=False, outcome="e", values=values
+    )
+    assert failed.context == {}
+    data["tools"]["search_corpus"]["writes"] = ["verdcit"]
+    with pytest.raises(DefinitionError, match="writes 'verdcit', which is not a declared context"):
+        parse_definition(data)

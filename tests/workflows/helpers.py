@@ -100,7 +100,7 @@ def research_to_the_gate(topic: str = "durable execution") -> list[dict[str, Any
         call("write_draft", topic=topic),
         move("review"),
         call("review_draft", draft=DRAFT_REF),
-        move("publish_gate", verdict="approve", feedback=None),
+        move("publish_gate"),
     ]
 
 

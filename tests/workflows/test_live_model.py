@@ -102,6 +102,9 @@ async def test_research_agent_on_the_embedded_model(
     # Whatever the tiny model picks, every executed call named one of its state's tools.
     executed = [e for e in result.trace if e.kind == "tool_call" and e.accepted]
     assert all(e.tool in definition.states[e.from_state].tools for e in executed)
+    for entry in result.trace:
+        if not entry.accepted:
+            print("rejected:", entry.from_state, entry.to_state, entry.reason[:300])
     print(
         f"live research: {result.status} in {result.state}, {len(executed)} tool calls: "
         + ", ".join(f"{e.from_state}/{e.tool}" for e in executed)

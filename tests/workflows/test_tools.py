@@ -91,6 +91,11 @@ async def test_research_example_end_to_end(
         ("publish_article", True),
     ]
     assert DRAFT_REF in next(e.reason for e in result.trace if e.tool == "write_draft")
+    # The review's verdict was written by the tool (the model never wrote it).
+    assert next(e.reason for e in result.trace if e.tool == "review_draft").endswith(
+        "; wrote verdict; wrote feedback"
+    )
+    assert result.context["verdict"] == "approve"
     # The article was written once and listed once, under the call's key.
     index = [json.loads(line) for line in (published / "index.jsonl").read_text().splitlines()]
     assert len(index) == 1 and index[0]["key"].startswith(f"{handle.id}/")
