@@ -11,12 +11,14 @@ bounded summary. History never holds more than that.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import importlib.util
 import json
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -133,6 +135,7 @@ class ToolActivities:
         artifacts: ArtifactStore,
         artifact_threshold: int = 2000,
         summary_chars: int = 300,
+        threads: int = 8,
     ) -> None:
         """Build the activity.
 
@@ -143,12 +146,20 @@ class ToolActivities:
             artifact_threshold: Results longer than this (characters) become
                 artifacts; the model sees a reference and a summary.
             summary_chars: Length of that summary.
+            threads: Plain (sync) tools running at once, each in its own thread.
         """
         self._registry = registry
         self._ledger = ledger
         self._artifacts = artifacts
         self._threshold = artifact_threshold
         self._summary_chars = summary_chars
+        # Plain tools get threads of their own: one that waits in ctx.once must not
+        # hold a thread of the default executor, which the ledger and store need.
+        self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fsmflow-tool")
+
+    def close(self) -> None:
+        """Let go of the tool threads (when the worker stops)."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     def _spec(self, name: str) -> ToolSpec:
         if name not in self._registry:
@@ -290,7 +301,9 @@ class ToolActivities:
                 if spec.is_async:
                     result = await spec.function(**arguments)
                 else:
-                    result = await asyncio.to_thread(spec.function, **arguments)
+                    call = functools.partial(spec.function, **arguments)
+                    loop = asyncio.get_running_loop()
+                    result = await loop.run_in_executor(self._threads, call)
         except (ToolError, *spec.model_errors) as exc:
             message = _clip(f"error: {exc}", ERROR_CHARS)
             bound.info("tool_error", error=message)

@@ -65,7 +65,9 @@ def check_agents(settings: Settings, tools: ToolRegistry | None = None) -> list[
     return sorted({loaded.definition.name for loaded in agents.values()})
 
 
-def _build(client: Client, settings: Settings, tools: ToolRegistry) -> tuple[Worker, LlmActivities]:
+def _build(
+    client: Client, settings: Settings, tools: ToolRegistry
+) -> tuple[Worker, LlmActivities, ToolActivities]:
     """A worker for the settings' task queue with every workflow and activity."""
     definitions = DefinitionActivities(
         settings.agents_dir,
@@ -80,6 +82,7 @@ def _build(client: Client, settings: Settings, tools: ToolRegistry) -> tuple[Wor
         artifacts=FileArtifactStore(settings.artifacts_dir),
         artifact_threshold=settings.artifact_threshold,
         summary_chars=settings.artifact_summary_chars,
+        threads=settings.max_concurrent_activities,
     )
     worker = Worker(
         client,
@@ -89,24 +92,26 @@ def _build(client: Client, settings: Settings, tools: ToolRegistry) -> tuple[Wor
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=settings.graceful_shutdown_seconds),
     )
-    return worker, llm
+    return worker, llm, runner
 
 
 @contextlib.asynccontextmanager
 async def running(
     client: Client, settings: Settings, tools: ToolRegistry | None = None
 ) -> AsyncIterator[Worker]:
-    """Run a worker for the body's duration; close its model clients afterwards.
+    """Run a worker for the body's duration; close its clients and threads afterwards.
 
     Raises:
         WorkerConfigError: If the tool modules cannot be loaded.
     """
-    worker, llm = _build(client, settings, tools if tools is not None else load_tools(settings))
+    registry = tools if tools is not None else load_tools(settings)
+    worker, llm, runner = _build(client, settings, registry)
     try:
         async with worker:
             yield worker
     finally:
         await llm.close()
+        runner.close()
 
 
 def _metrics_runtime(settings: Settings) -> Runtime | None:
