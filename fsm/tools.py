@@ -144,6 +144,9 @@ class ToolContext:
         ledger: The effect ledger (``once``); None outside a worker.
         artifacts: The artifact store (``save_artifact``); None outside a worker.
         scope: Where the run's artifacts live in the store.
+        saved: References of the artifacts this call saved so far.
+        loop: The worker's event loop: a plain (sync) tool runs in a thread and
+            reaches the ledger and the store through it.
     """
 
     idempotency_key: str
@@ -155,10 +158,7 @@ class ToolContext:
     artifacts: ArtifactStore | None = field(default=None, repr=False, compare=False)
     scope: str = ""
     saved: list[str] = field(default_factory=list, repr=False, compare=False)
-
     loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False, compare=False)
-    """The worker's event loop: a plain (sync) tool runs in a thread and reaches the
-    ledger and the store through it."""
 
     def _run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         """An awaitable in an async tool; the result itself in a sync tool's thread."""
