@@ -23,6 +23,7 @@ effects go to is the best place).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import sqlite3
@@ -47,6 +48,9 @@ CREATE TABLE IF NOT EXISTS effects (
     finished_at REAL
 )
 """
+
+
+_COLUMNS = "key, tool, status, result, attempts"
 
 
 @dataclass(frozen=True)
@@ -77,62 +81,43 @@ class SqliteLedger:
         """Open (and create) the ledger at ``path``; its directory is created too."""
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(_SCHEMA)
+        self._query("PRAGMA journal_mode=WAL")
+        self._query(_SCHEMA)
 
-    def _connect(self) -> sqlite3.Connection:
-        # A connection per operation: activities run on several threads and
-        # worker processes may share the file; SQLite serialises the writers.
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        db.execute("PRAGMA busy_timeout=30000")
-        return db
+    def _query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        # A connection per statement: activities run on several threads and worker
+        # processes may share the file; SQLite serialises the writers. Autocommit.
+        with contextlib.closing(
+            sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        ) as db:
+            db.execute("PRAGMA busy_timeout=30000")
+            return db.execute(sql, parameters).fetchall()
+
+    @staticmethod
+    def _entry(row: tuple[Any, ...]) -> LedgerEntry:
+        key, tool, status, result, attempts = row
+        return LedgerEntry(key, tool, status, json.loads(result) if result else None, attempts)
 
     def _get(self, key: str) -> LedgerEntry | None:
-        db = self._connect()
-        try:
-            row = db.execute(
-                "SELECT key, tool, status, result, attempts FROM effects WHERE key = ?", (key,)
-            ).fetchone()
-        finally:
-            db.close()
-        if row is None:
-            return None
-        result = json.loads(row[3]) if row[3] is not None else None
-        return LedgerEntry(row[0], row[1], row[2], result, row[4])
+        rows = self._query(f"SELECT {_COLUMNS} FROM effects WHERE key = ?", (key,))
+        return self._entry(rows[0]) if rows else None
 
     def _start(self, key: str, tool: str) -> None:
-        db = self._connect()
-        try:
-            db.execute(
-                "INSERT INTO effects (key, tool, status, started_at) VALUES (?, ?, 'started', ?) "
-                "ON CONFLICT(key) DO UPDATE SET attempts = attempts + 1",
-                (key, tool, time.time()),
-            )
-        finally:
-            db.close()
+        self._query(
+            "INSERT INTO effects (key, tool, status, started_at) VALUES (?, ?, 'started', ?) "
+            "ON CONFLICT(key) DO UPDATE SET attempts = attempts + 1",
+            (key, tool, time.time()),
+        )
 
     def _finish(self, key: str, result_json: str) -> None:
-        db = self._connect()
-        try:
-            db.execute(
-                "UPDATE effects SET status = 'done', result = ?, finished_at = ? WHERE key = ?",
-                (result_json, time.time(), key),
-            )
-        finally:
-            db.close()
+        self._query(
+            "UPDATE effects SET status = 'done', result = ?, finished_at = ? WHERE key = ?",
+            (result_json, time.time(), key),
+        )
 
     def _entries(self) -> list[LedgerEntry]:
-        db = self._connect()
-        try:
-            rows = db.execute(
-                "SELECT key, tool, status, result, attempts FROM effects ORDER BY started_at"
-            ).fetchall()
-        finally:
-            db.close()
-        return [
-            LedgerEntry(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None, r[4]) for r in rows
-        ]
+        rows = self._query(f"SELECT {_COLUMNS} FROM effects ORDER BY started_at")
+        return [self._entry(row) for row in rows]
 
     async def get(self, key: str) -> LedgerEntry | None:
         """The record of ``key``, if any."""
