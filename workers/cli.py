@@ -25,24 +25,27 @@ if TYPE_CHECKING:
 
 def _tool_modules(args: argparse.Namespace) -> list[str]:
     """``--tools`` (repeatable, comma lists), else ``FSMFLOW_TOOL_MODULES``."""
+    from workers.settings import split_modules
+
+    # Not Settings.load(): checking files must not depend on the worker's other settings.
     given = args.tools or [os.environ.get("FSMFLOW_TOOL_MODULES", "")]
-    return [part.strip() for entry in given for part in entry.split(",") if part.strip()]
+    return [module for entry in given for module in split_modules(entry)]
 
 
-def _load_tools(args: argparse.Namespace, err: TextIO) -> ToolRegistry | None:
+def _load_tools(command: str, modules: list[str], err: TextIO) -> ToolRegistry | None:
     from activities.tools import ToolModuleError, load_tool_modules
 
     try:
-        return load_tool_modules(_tool_modules(args))
+        return load_tool_modules(modules)
     except ToolModuleError as exc:
-        print(f"fsmflow {args.command}: {exc}", file=err)
+        print(f"fsmflow {command}: {exc}", file=err)
         return None
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Check definition files; exit 1 if any has an error."""
     modules = _tool_modules(args)
-    registry = _load_tools(args, err) if modules else None
+    registry = _load_tools("check", modules, err) if modules else None
     if modules and registry is None:
         return 1
     tools = registry.names() if registry is not None else None
@@ -75,10 +78,11 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def cmd_tools(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """List the tools of tool modules, or export their schemas for other frameworks."""
-    if not _tool_modules(args):
+    modules = _tool_modules(args)
+    if not modules:
         print("fsmflow tools: no tool modules (give --tools or FSMFLOW_TOOL_MODULES)", file=err)
         return 2
-    registry = _load_tools(args, err)
+    registry = _load_tools("tools", modules, err)
     if registry is None:
         return 1
     if args.format == "list":

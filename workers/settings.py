@@ -23,6 +23,11 @@ DEFAULT_LOCAL_MODEL = "smollm2-135m-instruct"
 DEFAULT_LOCAL_LLM_PORT = 8088
 
 
+def split_modules(spec: str) -> list[str]:
+    """Tool module entries of a comma-separated list (``FSMFLOW_TOOL_MODULES``)."""
+    return [part.strip() for part in spec.split(",") if part.strip()]
+
+
 class ModelTier(BaseModel):
     """Where one tier's requests go."""
 
@@ -123,7 +128,7 @@ class Settings(BaseSettings):
     @property
     def tool_modules(self) -> list[str]:
         """The tool modules to load, in order."""
-        return [part.strip() for part in self.tool_modules_spec.split(",") if part.strip()]
+        return split_modules(self.tool_modules_spec)
 
     def tier(self, name: str) -> ModelTier:
         """The model and endpoint of a tier.
