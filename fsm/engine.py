@@ -560,21 +560,17 @@ def record_tool_call(
         latency_ms: How long the model took.
     """
     context = dict(run.context)
-    allowed = set(definition.tools[tool].writes) if tool in definition.tools else set()
+    writes = definition.tools[tool].writes if tool in definition.tools else []
     for key, value in (values or {}).items() if ok else ():
-        declared = definition.context.get(key)
-        problem = (
-            f"{key!r} is not a key {tool!r} writes"
-            if key not in allowed or declared is None
-            else value_problem(key, declared, value)
-            if value is not None
-            else None
-        )
-        if problem is not None:
-            outcome += f"; not written: {problem}"
+        # ``writes`` names declared keys only (a check); null means nothing to write.
+        if key not in writes:
+            outcome += f"; not written: {key!r} is not a key {tool!r} writes"
         elif value is not None:
-            context[key] = value
-            outcome += f"; wrote {key}"
+            if problem := value_problem(key, definition.context[key], value):
+                outcome += f"; not written: {problem}"
+            else:
+                context[key] = value
+                outcome += f"; wrote {key}"
     entry = TraceEntry(
         step=run.step,
         kind="tool_call",
