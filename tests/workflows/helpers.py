@@ -20,6 +20,7 @@ from schemas.workflow import (
     MessageInput,
     Reply,
 )
+from tests.llm_server import call, move
 from workers.settings import Settings
 
 Handle = WorkflowHandle[Any, AgentResult]
@@ -92,8 +93,6 @@ DRAFT_REF = "artifact:2/draft.md"
 
 def research_to_the_gate(topic: str = "durable execution") -> list[dict[str, Any]]:
     """Scripted model steps taking the research example (with tools) to its gate."""
-    from tests.llm_server import call, move
-
     return [
         call("search_corpus", query=topic, limit=2),
         move("write", notes=f"- the corpus explains {topic}"),
@@ -106,6 +105,4 @@ def research_to_the_gate(topic: str = "durable execution") -> list[dict[str, Any
 
 def research_publish() -> list[dict[str, Any]]:
     """Scripted model steps of the research example after its gate approves."""
-    from tests.llm_server import call, move
-
     return [call("publish_article", draft=DRAFT_REF), move("published")]

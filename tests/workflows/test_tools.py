@@ -70,11 +70,8 @@ async def test_research_example_end_to_end(
     llm: ScriptedLlm,
     model_name: str,
     settings: Settings,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    publish_dir: Path,
 ) -> None:
-    published = tmp_path / "published"
-    monkeypatch.setenv("RESEARCH_PUBLISH_DIR", str(published))
     llm.script(model_name, *research_to_the_gate("durable execution"), *research_publish())
     async with running_worker(client, settings):
         handle = await start(client, settings, agent="research", task="Durable execution")
@@ -97,7 +94,7 @@ async def test_research_example_end_to_end(
     )
     assert result.context["verdict"] == "approve"
     # The article was written once and listed once, under the call's key.
-    index = [json.loads(line) for line in (published / "index.jsonl").read_text().splitlines()]
+    index = [json.loads(line) for line in (publish_dir / "index.jsonl").read_text().splitlines()]
     assert len(index) == 1 and index[0]["key"].startswith(f"{handle.id}/")
     article = Path(index[0]["path"]).read_text()
     assert article.startswith("# Durable execution") and "## Sources" in article
