@@ -11,14 +11,16 @@ from collections.abc import Collection, Iterator
 from fsm import jsonlogic
 from fsm.context import SYSTEM_KEYS
 from fsm.problems import Problem, did_you_mean
-from schemas.definition import NAME_PATTERN, AgentDefinition, State
+from schemas.definition import NAME_PATTERN, AgentDefinition, InvalidGoto, State
 
 _NAME_RE = re.compile(NAME_PATTERN)
 
 
 def successors(state: State) -> list[str]:
-    """Every state a state can move to: transition targets and approval targets."""
+    """Every state a state can move to: transitions, approval and ``on_invalid`` targets."""
     targets = [t.target for t in state.transitions]
+    if isinstance(state.on_invalid, InvalidGoto):
+        targets.append(state.on_invalid.goto)
     if state.approval is not None:
         targets += [state.approval.on_approve, state.approval.on_reject]
         if state.approval.on_timeout is not None:
@@ -153,6 +155,26 @@ def _check_state(
                     f"{field} {target!r} is not a state{did_you_mean(target, definition.states)}",
                     (*where, "approval"),
                 )
+    if isinstance(state.on_invalid, InvalidGoto):
+        target = state.on_invalid.goto
+        if target not in definition.states:
+            yield Problem(
+                f"goto {target!r} is not a state{did_you_mean(target, definition.states)}",
+                (*where, "on_invalid"),
+            )
+        elif target == state_id:
+            yield Problem(
+                "goto names the state itself; use 'wait' to ask the model again",
+                (*where, "on_invalid"),
+            )
+    if state.on_invalid != "wait" and (state.terminal or state.approval is not None):
+        yield Problem(
+            "on_invalid applies to states where the model moves; "
+            + ("a terminal state" if state.terminal else "an approval gate")
+            + " takes no model turns",
+            (*where, "on_invalid"),
+            severity="warning",
+        )
     yield from _check_key_list(definition, state_id, "collects", state.collects)
     yield from _check_key_list(definition, state_id, "sees", state.sees or [])
     if state.max_tool_calls is not None and not state.tools:

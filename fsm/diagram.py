@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from fsm import jsonlogic
-from schemas.definition import AgentDefinition, Transition
+from schemas.definition import AgentDefinition, InvalidGoto, Transition
 
 _UNSAFE = re.compile(r"[:;#{}\[\]\"`]")
 
@@ -39,6 +39,8 @@ def mermaid(definition: AgentDefinition) -> str:
             lines.append(
                 f"    {state_id} --> {transition.target}" + (f": {label}" if label else "")
             )
+        if isinstance(state.on_invalid, InvalidGoto):
+            lines.append(f"    {state_id} --> {state.on_invalid.goto}: no valid turn")
         if state.approval is not None:
             gate = state.approval
             lines.append(f"    {state_id} --> {gate.on_approve}: approve")

@@ -24,9 +24,9 @@ from pydantic import ValidationError
 from fsm import jsonlogic
 from fsm.checks import guard_keys
 from fsm.context import check_initial_context, guard_data, is_present, value_problem
-from schemas.activity import ToolInfo
-from schemas.definition import AgentDefinition, State, Transition
+from schemas.definition import AgentDefinition, InvalidGoto, State, Transition
 from schemas.run import RunState, TraceEntry, TraceKind
+from schemas.tools import ToolInfo
 from schemas.turn import AutonomousDecision, TurnDecision
 
 Decision = Literal["approve", "reject", "timeout"]
@@ -480,6 +480,42 @@ def fail_run(run: RunState, reason: str) -> RunState:
     return run.model_copy(
         update={"status": "failed", "end_reason": reason, "trace": (*run.trace, entry)}
     )
+
+
+def apply_on_invalid(definition: AgentDefinition, run: RunState, reason: str) -> RunState:
+    """Apply the state's ``on_invalid`` rule: the model gave no valid turn.
+
+    ``fail`` ends the run ``failed`` naming the reason; ``{goto: STATE}`` moves the
+    run there (a step, traced as ``on_invalid``, the FSM's own move); ``wait``
+    changes nothing (the caller answers with the fallback reply or backs off).
+    """
+    rule = definition.states[run.state].on_invalid
+    if rule == "fail":
+        return fail_run(run, f"in state {run.state!r}: {reason}")
+    if not isinstance(rule, InvalidGoto) or run.ended:
+        return run
+    entry = TraceEntry(
+        step=run.step,
+        kind="on_invalid",
+        from_state=run.state,
+        to_state=rule.goto,
+        accepted=True,
+        reason=reason,
+    )
+    return _enter(definition, run, rule.goto, dict(run.context), entry).run
+
+
+def record_unanswered(run: RunState, reason: str) -> RunState:
+    """Trace a message the run could not answer (it stays in the dialogue)."""
+    entry = TraceEntry(
+        step=run.step,
+        kind="unanswered",
+        from_state=run.state,
+        to_state=None,
+        accepted=False,
+        reason=reason,
+    )
+    return run.model_copy(update={"trace": (*run.trace, entry)})
 
 
 def tool_call_problem(

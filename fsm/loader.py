@@ -19,7 +19,15 @@ from pydantic import ValidationError
 
 from fsm.checks import check_definition
 from fsm.problems import DefinitionError, Path, Problem, did_you_mean, locate
-from schemas.definition import AgentDefinition, Approval, ArrayItems, ContextKey, State, Transition
+from schemas.definition import (
+    AgentDefinition,
+    Approval,
+    ArrayItems,
+    ContextKey,
+    InvalidGoto,
+    State,
+    Transition,
+)
 
 # Which model sits at each step of a document path: (model, field) -> (model, skip).
 # ``skip`` is True where the field holds a mapping or list whose next path item is
@@ -29,6 +37,7 @@ _CHILD_MODELS: dict[tuple[type, str], tuple[type, bool]] = {
     (AgentDefinition, "context"): (ContextKey, True),
     (State, "transitions"): (Transition, True),
     (State, "approval"): (Approval, False),
+    (State, "on_invalid"): (InvalidGoto, False),
     (ContextKey, "items"): (ArrayItems, False),
 }
 

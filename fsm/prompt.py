@@ -15,9 +15,9 @@ from typing import Any
 
 from fsm.context import REDACTED, key_schema
 from fsm.engine import Move, allowed_moves, callable_tools, writable_keys
-from schemas.activity import ToolInfo
 from schemas.definition import AgentDefinition
 from schemas.run import DialogueTurn, RunState
+from schemas.tools import ToolInfo
 
 _ROLES = {"user": "user", "agent": "assistant", "tool": "user"}
 
@@ -132,6 +132,14 @@ def visible_context(definition: AgentDefinition, run: RunState) -> dict[str, Any
     return shown
 
 
+def dialogue_window(
+    definition: AgentDefinition, run: RunState, history: Sequence[DialogueTurn]
+) -> list[DialogueTurn]:
+    """The dialogue a state shows: the last message and ``history_window`` exchanges before it."""
+    window = definition.states[run.state].history_window
+    return list(history)[-(2 * window + 1) :] if history else []
+
+
 def build_messages(
     definition: AgentDefinition,
     run: RunState,
@@ -175,9 +183,7 @@ def build_messages(
                 + ", ".join(run.artifacts[-10:]),
             }
         )
-    window = definition.states[run.state].history_window
-    recent = list(history)[-(2 * window + 1) :] if history else []
-    for turn in recent:
+    for turn in dialogue_window(definition, run, history):
         prefix = "Tool result: " if turn.role == "tool" else ""
         messages.append({"role": _ROLES[turn.role], "content": prefix + turn.text})
     if feedback:

@@ -18,19 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import inspect
 import json
 import re
 import types
 import typing
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field, create_model
 
 from fsm.turn_schema import allows_null
-from schemas.activity import ToolInfo
+from schemas.tools import ToolInfo
 
 DEFAULT_TOOL_STRING_BOUND = 1000
 TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -96,6 +97,21 @@ def artifact_path(ref: str) -> str:
         raise ValueError(f"{ref!r} is not an artifact reference (artifact:<step>/<name>)")
     artifact_ref(int(step), name)
     return f"{int(step)}/{name}"
+
+
+def call_identity(tool: str, arguments: Mapping[str, Any]) -> str:
+    """A short stable hash of a call: its tool and its arguments.
+
+    The canonical JSON (sorted keys, no whitespace, text as is) makes two workers,
+    or a retry, agree on it.
+    """
+    canonical = json.dumps(
+        {"tool": tool, "arguments": arguments},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 class EffectLedger(Protocol):

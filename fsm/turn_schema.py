@@ -14,9 +14,9 @@ from typing import Any
 
 from fsm.context import key_schema
 from fsm.engine import allowed_targets, callable_tools, keys_every_move_needs, writable_keys
-from schemas.activity import ToolInfo
 from schemas.definition import AgentDefinition
 from schemas.run import RunState
+from schemas.tools import ToolInfo
 
 MESSAGE_MAX_LENGTH = 600
 REASONING_MAX_LENGTH = 300
@@ -168,6 +168,30 @@ def autonomous_turn_schema(
         "required": ["reasoning", "action"],
         "additionalProperties": False,
     }
+
+
+def no_turn_reason(
+    definition: AgentDefinition,
+    run: RunState,
+    tools: Mapping[str, ToolInfo] | None = None,
+) -> str | None:
+    """Why the run cannot take a model turn now, or None when it can.
+
+    The cheap twin of ``turn_schema``'s refusal: the workflow asks before it calls
+    the model, so a state with no way forward is named at once.
+    """
+    if allowed_targets(definition, run):
+        return None
+    callable_now = callable_tools(definition, run)
+    if not callable_now:
+        return f"the run takes no turn in state {run.state!r} ({run.status})"
+    known = tools or {}
+    if any(t in known and tool_arguments_schema(known[t], run) is not None for t in callable_now):
+        return None
+    return (
+        f"no move and no callable tool in state {run.state!r}: its transitions "
+        "cannot hold yet and its tools need an artifact the run does not have"
+    )
 
 
 def turn_schema(

@@ -6,6 +6,24 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.run import DialogueTurn, RunState
+from schemas.snapshot import ResolvedDefinition, RunLimits
+from schemas.tools import ToolInfo
+from schemas.turn import ModelReply
+
+__all__ = [
+    "AgentBundle",
+    "LlmTurnInput",
+    "LlmTurnOutput",
+    "ResolveDefinitionInput",
+    "ResolvedDefinition",
+    "ResolvedRun",
+    "RunLimits",
+    "RunToolInput",
+    "ToolInfo",
+    "ToolOutput",
+]
+
 
 class _Io(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -18,81 +36,6 @@ class ResolveDefinitionInput(_Io):
     definition: dict[str, Any] | None = None
 
 
-class ResolvedDefinition(_Io):
-    """A checked definition, recorded in history so later file edits never affect the run."""
-
-    definition: dict[str, Any]
-    definition_hash: str
-    """sha256 of the definition's canonical JSON."""
-    source: str
-
-
-class LlmTurnInput(_Io):
-    """One request for a model turn, built by the workflow from the pure core."""
-
-    tier: str
-    messages: list[dict[str, str]]
-    schema_name: str
-    turn_schema: dict[str, Any]
-    label: str = ""
-    """Where the run is (``support/greeting``), for logs."""
-
-
-class LlmTurnOutput(_Io):
-    """A model's reply: parsed JSON (not yet judged by the engine) or what was wrong."""
-
-    content: str
-    parsed: dict[str, Any] | None = None
-    problem: str | None = None
-    """Why the reply is not a valid turn (bad JSON, schema violation); None if valid."""
-    model: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_ms: int = 0
-    attempt: int = 1
-    used_fallback: bool = False
-    settings_echo: dict[str, Any] = Field(default_factory=dict)
-    """Non-secret settings the call used (endpoint, response format), for the record."""
-
-    @property
-    def tokens(self) -> int:
-        """Prompt plus completion tokens."""
-        return self.prompt_tokens + self.completion_tokens
-
-
-class RunLimits(_Io):
-    """Worker settings the workflow obeys; they reach it through history, not globals."""
-
-    max_reasks: int = 2
-    """Re-asks per turn after an invalid reply (so up to max_reasks + 1 model calls)."""
-    max_message_chars: int = 4000
-    continue_as_new_after: int = 100
-    """Model turns in one run of the chain before it continues as new."""
-    history_keep: int = 40
-    """Dialogue messages carried across continue-as-new (prompts show fewer)."""
-    trace_keep: int = 200
-    """Trace entries carried across continue-as-new (and kept in the workflow)."""
-
-
-class ToolInfo(_Io):
-    """What the workflow knows of a tool: its schema and how its activity is run.
-
-    Registration options overridden by the definition's ``tools`` section; recorded
-    in history with the definition, so a redeployed worker cannot change a run.
-    """
-
-    description: str = ""
-    parameters: dict[str, Any]
-    """The strict JSON Schema of the arguments (artifact parameters are strings)."""
-    artifact_parameters: list[str] = Field(default_factory=list)
-    """Arguments that name an artifact of the run (the turn schema enumerates them)."""
-    timeout_seconds: float = 60.0
-    max_attempts: int = 3
-    heartbeat_seconds: float = 20.0
-    writes: list[str] = Field(default_factory=list)
-    """Context keys the result's fields of the same name set (the definition's)."""
-
-
 class ResolvedRun(_Io):
     """Everything a new run needs from outside the workflow, recorded in history."""
 
@@ -102,13 +45,53 @@ class ResolvedRun(_Io):
     """The tools the definition's states name."""
 
 
+class AgentBundle(_Io):
+    """What a model turn is rendered from that does not change during a run.
+
+    Sent to the LLM activity only when the worker does not hold it yet (the
+    activity asks for it with a ``BundleMissing`` error): turns carry its hash.
+    """
+
+    definition: dict[str, Any]
+    tools: dict[str, ToolInfo] = Field(default_factory=dict)
+
+
+class LlmTurnInput(_Io):
+    """One request for a model turn: the activity renders the prompt and the schema.
+
+    Only what changes from turn to turn is here (the run without its trace, the
+    dialogue window, the task, a re-ask's feedback), so a turn adds little to the
+    workflow history; the definition and the tools come as ``bundle_hash``.
+    """
+
+    bundle_hash: str
+    bundle: AgentBundle | None = None
+    run: RunState
+    dialogue: list[DialogueTurn] = Field(default_factory=list)
+    """The dialogue window the state shows (already cut to its ``history_window``)."""
+    task: str = ""
+    feedback: str = ""
+    fallback: bool = False
+    """Ask the tier's fallback model (the turn's earlier calls failed)."""
+    label: str = ""
+    """Where the run is (``support/greeting``), for logs."""
+
+
+class LlmTurnOutput(ModelReply):
+    """A model's reply (not yet judged by the engine), and how it was obtained."""
+
+    attempt: int = 1
+    used_fallback: bool = False
+
+
 class RunToolInput(_Io):
     """One tool call the engine allowed, with the key that makes its effect once."""
 
     tool: str
     arguments: dict[str, Any]
     idempotency_key: str
-    """``<workflow id>/<chain run id>/<step>/<call index>``: the same on every retry."""
+    """``<workflow id>/<chain run id>/<step>/<call index>/<call hash>``: the same on
+    every retry, and naming the call it keys."""
     workflow_id: str
     chain_id: str
     """The first run id of the continue-as-new chain (workflow ids may be reused)."""

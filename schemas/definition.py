@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -194,6 +195,15 @@ class ToolOptions(_UserModel):
         return value
 
 
+class InvalidGoto(_UserModel):
+    """``on_invalid: {goto: STATE}``: where the FSM sends a run the model cannot move."""
+
+    goto: str
+
+
+OnInvalid = Literal["wait", "fail"] | InvalidGoto
+
+
 class State(_UserModel):
     """One state of the machine: what the model is told here and where it may go."""
 
@@ -217,6 +227,28 @@ class State(_UserModel):
     approval: Approval | None = None
     fallback_message: str = ""
     """Reply used when the model fails to produce a valid turn after its re-asks."""
+    on_invalid: OnInvalid = "wait"
+    """What follows when the model gives no valid turn after its re-asks: ``wait``
+    (a conversation replies ``fallback_message`` and keeps the message as
+    unanswered; an autonomous run backs off and asks again, with the fallback
+    model), ``fail`` (the run ends failed), or ``{goto: STATE}`` (the FSM moves
+    the run there itself)."""
+
+    @field_validator("on_invalid", mode="wrap")
+    @classmethod
+    def _one_on_invalid(cls, value: Any, handler: Any) -> Any:
+        # One clear message instead of one per member of the union.
+        if isinstance(value, dict) and set(value) != {"goto"}:
+            extra = sorted(set(value) - {"goto"})
+            raise ValueError(
+                f"unknown field {extra[0]!r}; use {{goto: STATE}}"
+                if extra
+                else "{goto: STATE} needs the state to go to"
+            )
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(f"must be 'wait', 'fail' or {{goto: STATE}} (got {value!r})") from None
 
 
 class AgentDefinition(_UserModel):

@@ -11,7 +11,14 @@ RunStatus = Literal["active", "awaiting_approval", "completed", "max_steps", "fa
 ``completed``: a terminal state was entered; ``max_steps``: the step bound ended
 the run; ``failed``: the run ended on an error it could not recover from."""
 
-TraceKind = Literal["turn", "approve", "reject", "timeout", "tool_call", "fail"]
+TraceKind = Literal[
+    "turn", "approve", "reject", "timeout", "tool_call", "fail", "unanswered", "on_invalid"
+]
+"""``turn``: a model turn; ``approve``/``reject``/``timeout``: a gate's decision;
+``tool_call``: a tool call (refused, executed or failed); ``fail``: the run ended
+on an error; ``unanswered``: a message the run could not answer in time (kept in
+the dialogue); ``on_invalid``: the state's ``on_invalid`` rule applied after its
+re-asks were spent."""
 
 
 class TraceEntry(BaseModel):
@@ -71,3 +78,18 @@ class RunState(BaseModel):
     def ended(self) -> bool:
         """True once the run can take no more turns or decisions."""
         return self.status in ("completed", "max_steps", "failed")
+
+
+class Reply(BaseModel):
+    """What ``send_message`` returns: the agent's reply and where the run is now."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message: str
+    state: str
+    status: RunStatus
+    accepted: bool
+    """False when no valid turn was applied (the state's fallback reply was used)."""
+    step: int
+    reason: str = ""
+    """Why the message was not answered, when ``accepted`` is false."""

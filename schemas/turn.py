@@ -42,3 +42,28 @@ class AutonomousDecision(_Turn):
 
     reasoning: str = ""
     action: Annotated[TransitionAction | ToolCallAction, Field(discriminator="kind")]
+
+
+class ModelReply(BaseModel):
+    """What a model produced for one turn, before the engine judges it.
+
+    Either ``parsed`` (the reply fits the turn schema) or ``problem`` (why it does
+    not: bad JSON, a schema violation, a reply cut off) with the raw ``content``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    content: str = ""
+    """The raw reply, kept only when it could not be parsed (bounded)."""
+    parsed: dict[str, Any] | None = None
+    problem: str | None = None
+    problem_kind: Literal["invalid_json", "schema", "truncated"] | None = None
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: int = 0
+
+    @property
+    def tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens

@@ -12,8 +12,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.activity import RunLimits, ToolInfo
-from schemas.run import DialogueTurn, RunState, RunStatus, TraceEntry
+from schemas.run import DialogueTurn, Reply, RunState, RunStatus, TraceEntry
+from schemas.snapshot import FsmStatus, RunLimits, RunSnapshot
+from schemas.tools import ToolInfo
+
+__all__ = [
+    "AgentResult",
+    "AgentRunInput",
+    "AgentStatus",
+    "AgentWorkflowInput",
+    "Carried",
+    "DecideInput",
+    "DecisionInput",
+    "DecisionResult",
+    "FsmStatus",
+    "MessageInput",
+    "Reply",
+]
 
 
 class _Input(BaseModel):
@@ -40,7 +55,7 @@ class AgentRunInput(_Input):
 
 
 class Carried(BaseModel):
-    """What a run carries across continue-as-new: compact, no full history."""
+    """What runs before ``RunSnapshot`` carried across continue-as-new (still read)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -59,15 +74,22 @@ class Carried(BaseModel):
 
 
 class AgentWorkflowInput(AgentRunInput):
-    """``AgentRunInput`` plus what continue-as-new carries (set by fsmflow only)."""
+    """``AgentRunInput`` plus what continue-as-new carries.
+
+    ``snapshot`` (and the older ``carried``) are internal: the workflow accepts
+    them only in a run that fsmflow itself continued as new, and fails a run
+    started with them at once.
+    """
 
     agent: str | None = None
+    snapshot: RunSnapshot | None = None
     carried: Carried | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> AgentWorkflowInput:
-        if self.carried is None and (self.agent is None) == (self.definition is None):
-            raise ValueError('give exactly one of "agent" (a name) or "definition" (inline)')
+        if self.snapshot is None and self.carried is None:
+            if (self.agent is None) == (self.definition is None):
+                raise ValueError('give exactly one of "agent" (a name) or "definition" (inline)')
         return self
 
 
@@ -92,17 +114,6 @@ class DecideInput(_Input):
     comment: str = ""
 
 
-class Reply(BaseModel):
-    """What ``send_message`` returns: the agent's reply and where the run is now."""
-
-    message: str
-    state: str
-    status: RunStatus
-    accepted: bool
-    """False when the model failed to produce a valid turn (the fallback was used)."""
-    step: int
-
-
 class DecisionResult(BaseModel):
     """What ``decide`` returns."""
 
@@ -124,6 +135,16 @@ class AgentStatus(BaseModel):
     end_reason: str | None
     total_tokens: int
     turns: int
+    fsm_status: FsmStatus = "active"
+    """The ``FsmStatus`` search attribute's value."""
+    waiting_since: datetime | None = None
+    """While waiting for the model: since when."""
+    model_failures: int = 0
+    """While waiting for the model: failed calls and invalid turns so far."""
+    last_error: str = ""
+    """While waiting for the model: the last error or rejection."""
+    pending_decision: str | None = None
+    """A decision recorded by a signal, not yet applied at the gate."""
 
 
 class AgentResult(BaseModel):

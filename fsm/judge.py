@@ -1,0 +1,417 @@
+"""Judging what a model or a tool returned, and keeping a run's snapshot.
+
+The workflow asks the model and runs tools; what it does with what came back is
+decided here, purely: parse a reply, check a tool call, let the engine apply a
+turn, record rejections, nudge a model that made no progress, escalate a turn
+that keeps failing (re-asks, the fallback model, a pause, the state's
+``on_invalid`` rule), and keep the dialogue, the trace and the remembered replies
+within their bounds. Every function takes a ``RunSnapshot`` (or a ``RunState``)
+and returns a new one; time comes in as an argument.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from fsm.engine import (
+    TurnParseError,
+    allowed_targets,
+    apply_on_invalid,
+    apply_turn,
+    fail_run,
+    parse_turn,
+    record_rejection,
+    record_tool_call,
+    record_unanswered,
+    tool_call_problem,
+)
+from fsm.tools import call_identity
+from schemas.definition import AgentDefinition
+from schemas.run import DialogueTurn, Reply, RunState
+from schemas.snapshot import (
+    AnsweredMessage,
+    FsmStatus,
+    ModelWait,
+    RunLimits,
+    RunSnapshot,
+    TurnProgress,
+    WaitKind,
+)
+from schemas.tools import ToolInfo
+from schemas.turn import AutonomousDecision, ModelReply, ToolCallAction, TurnDecision
+
+Rejection = Literal["invalid_json", "schema", "truncated", "shape", "tool", "engine"]
+
+BACKOFF_FIRST_SECONDS = 2.0
+"""The first pause of a run waiting for its model; each failure doubles it up to
+``RunLimits.model_backoff_max_seconds``."""
+
+ERROR_CHARS = 300
+"""Bound of an error message kept in a snapshot's wait (and shown in the status)."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a model call cost, for the trace entry its reply produces."""
+
+    model: str | None = None
+    tokens: int | None = None
+    latency_ms: int | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """As keyword arguments of the engine's trace-recording functions."""
+        return {"model": self.model, "tokens": self.tokens, "latency_ms": self.latency_ms}
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The verdict on one reply.
+
+    Attributes:
+        run: The run after it (a rejection is in its trace).
+        usage: What the call cost.
+        turn: The applied turn, when the reply was a turn the engine accepted.
+        call: The allowed tool call (not executed yet), when it was one.
+        problem: Why it was rejected, for the re-ask.
+        rejection: What kind of rejection, for metrics.
+    """
+
+    run: RunState
+    usage: Usage
+    turn: TurnDecision | None = None
+    call: ToolCallAction | None = None
+    problem: str = ""
+    rejection: Rejection | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the reply was applied (a turn) or allowed (a tool call)."""
+        return self.turn is not None or self.call is not None
+
+
+def judge_reply(
+    definition: AgentDefinition,
+    run: RunState,
+    reply: ModelReply,
+    tools: Mapping[str, ToolInfo],
+) -> Judgement:
+    """Judge a model's reply: a problem, a malformed turn, a tool call or a turn.
+
+    A reply that the activity found invalid, that is not a turn of the run's mode,
+    a tool call the engine refuses, or a turn the engine rejects changes nothing
+    but the trace; a turn the engine accepts is applied.
+    """
+    usage = Usage(reply.model, reply.tokens, reply.latency_ms)
+    if reply.problem is not None:
+        kind = reply.problem_kind or (
+            "invalid_json" if "not valid JSON" in reply.problem else "schema"
+        )
+        rejected = record_rejection(run, reply.problem, **usage.fields())
+        return Judgement(rejected, usage, problem=reply.problem, rejection=kind)
+    try:
+        parsed = parse_turn(definition, reply.parsed if reply.parsed is not None else reply.content)
+    except TurnParseError as exc:
+        rejected = record_rejection(run, str(exc), **usage.fields())
+        return Judgement(rejected, usage, problem=str(exc), rejection="shape")
+    if isinstance(parsed, AutonomousDecision):
+        action = parsed.action
+        if isinstance(action, ToolCallAction):
+            problem = tool_call_problem(definition, run, action.tool, action.arguments, tools)
+            if problem is None:
+                return Judgement(run, usage, call=action)
+            rejected = record_rejection(
+                run, problem, target=run.state, kind="tool_call", tool=action.tool, **usage.fields()
+            )
+            return Judgement(rejected, usage, problem=problem, rejection="tool")
+        turn = TurnDecision(
+            target_state=action.target_state,
+            context_update=action.context_update,
+            reasoning=parsed.reasoning,
+        )
+    else:
+        turn = parsed
+    result = apply_turn(definition, run, turn, **usage.fields())
+    if not result.accepted:
+        return Judgement(result.run, usage, problem=result.reason, rejection="engine")
+    return Judgement(result.run, usage, turn=turn)
+
+
+# ------------------------------------------------------------------ escalation
+
+
+def backoff_seconds(limits: RunLimits, failures: int) -> float:
+    """The pause before the next model call after ``failures`` failed ones."""
+    exponent = min(max(failures - 1, 0), 30)
+    return min(BACKOFF_FIRST_SECONDS * 2.0**exponent, limits.model_backoff_max_seconds)
+
+
+def note_failure(
+    progress: TurnProgress | None,
+    kind: WaitKind,
+    error: str,
+    now: datetime,
+    limits: RunLimits,
+) -> TurnProgress:
+    """A model call failed (or a round of re-asks was spent): wait, then ask again.
+
+    The wait remembers since when the run waits and how often it failed; its
+    ``retry_at`` is when the next call is due.
+    """
+    progress = progress or TurnProgress()
+    wait = progress.wait
+    failures = (wait.failures if wait is not None else 0) + 1
+    clipped = error if len(error) <= ERROR_CHARS else error[: ERROR_CHARS - 1] + "\u2026"
+    return progress.model_copy(
+        update={
+            "failures": progress.failures + 1,
+            "wait": ModelWait(
+                kind=kind,
+                since=wait.since if wait is not None else now,
+                failures=failures,
+                last_error=clipped,
+                retry_at=now + timedelta(seconds=backoff_seconds(limits, failures)),
+            ),
+        }
+    )
+
+
+def note_invalid(progress: TurnProgress | None, problem: str) -> TurnProgress:
+    """An invalid reply: the next call re-asks with ``problem`` as feedback."""
+    progress = progress or TurnProgress()
+    return progress.model_copy(
+        update={
+            "failures": progress.failures + 1,
+            "invalid": progress.invalid + 1,
+            "feedback": problem,
+        }
+    )
+
+
+def reasks_spent(limits: RunLimits, progress: TurnProgress | None) -> bool:
+    """Whether the current round of re-asks is spent (``max_reasks`` + 1 replies)."""
+    return progress is not None and progress.invalid > limits.max_reasks
+
+
+def use_fallback(limits: RunLimits, progress: TurnProgress | None) -> bool:
+    """Whether the next call goes to the fallback model (the turn failed often enough)."""
+    return progress is not None and progress.failures >= limits.fallback_after
+
+
+def give_up_invalid(
+    definition: AgentDefinition,
+    snapshot: RunSnapshot,
+    now: datetime,
+    *,
+    conversation: bool,
+) -> RunSnapshot:
+    """The model gave no valid turn after its re-asks: the state's ``on_invalid`` rule.
+
+    ``fail`` and ``{goto}`` are applied to the run; ``wait`` pauses an autonomous
+    run (a new round of re-asks after the pause) and, in a conversation, leaves
+    the run as it is (the caller replies with the fallback).
+    """
+    progress = snapshot.progress or TurnProgress()
+    attempts = progress.invalid
+    reason = f"no valid turn after {attempts} attempts; last problem: {progress.feedback}"
+    run = snapshot.run
+    if definition.states[run.state].on_invalid != "wait":
+        after = apply_on_invalid(definition, run, reason)
+        return snapshot.model_copy(update={"run": after, "progress": None})
+    if conversation:
+        return snapshot
+    waiting = note_failure(progress, "invalid", reason, now, snapshot.limits)
+    # The pause starts a new round of re-asks; the feedback stays for the next one.
+    return snapshot.model_copy(update={"progress": waiting.model_copy(update={"invalid": 0})})
+
+
+def deploy_grace_over(limits: RunLimits, progress: TurnProgress, now: datetime) -> bool:
+    """Whether a run has waited longer than a rolling deploy for a worker that can serve it."""
+    wait = progress.wait
+    return (
+        wait is not None
+        and wait.kind == "deploy"
+        and (now - wait.since).total_seconds() >= limits.deploy_grace_seconds
+    )
+
+
+def fail_after_grace(snapshot: RunSnapshot, what: str, error: str) -> RunSnapshot:
+    """End a run whose workers still lack ``what`` after the deploy grace."""
+    grace = snapshot.limits.deploy_grace_seconds
+    reason = f"no worker has {what} after {grace:g} s: {error}"
+    run = fail_run(snapshot.run, f"in state {snapshot.run.state!r}: {reason}")
+    return snapshot.model_copy(update={"run": run, "progress": None})
+
+
+# -------------------------------------------------------------------- dialogue
+
+
+def push_dialogue(snapshot: RunSnapshot, *turns: DialogueTurn) -> RunSnapshot:
+    """Append messages to the dialogue, keeping the newest ``history_keep``."""
+    keep = snapshot.limits.history_keep
+    dialogue = (*snapshot.dialogue, *turns)[-keep:] if keep else ()
+    return snapshot.model_copy(update={"dialogue": dialogue})
+
+
+def after_autonomous_turn(
+    definition: AgentDefinition, before: RunState, snapshot: RunSnapshot
+) -> RunSnapshot:
+    """Point out a turn that stayed and changed nothing.
+
+    At temperature 0 an unchanged prompt gets the same reply again; saying so makes
+    the next prompt differ, so the model can make progress.
+    """
+    after = snapshot.run
+    if after.ended or after.state != before.state or after.context != before.context:
+        return snapshot
+    return push_dialogue(
+        snapshot,
+        DialogueTurn(
+            role="user",
+            text=f"Your last step stayed in {before.state!r} and changed nothing. "
+            "Make progress: fill in the keys this state collects, or move on.",
+        ),
+    )
+
+
+def tool_call_key(workflow_id: str, chain_id: str, run: RunState, call: ToolCallAction) -> str:
+    """The idempotency key of a call: the same on every retry, naming the call it keys."""
+    identity = call_identity(call.tool, call.arguments)
+    return f"{workflow_id}/{chain_id}/{run.step}/{run.tool_calls}/{identity}"
+
+
+def after_tool_call(
+    definition: AgentDefinition,
+    snapshot: RunSnapshot,
+    call: ToolCallAction,
+    usage: Usage,
+    *,
+    ok: bool,
+    text: str,
+    outcome: str,
+    artifacts: list[str],
+    values: Mapping[str, Any],
+) -> RunSnapshot:
+    """Record an executed call: a step, its result as the next prompt's news.
+
+    A call identical to the previous one gets the same result again; the model is
+    told so (as for a stay that changed nothing) so it moves on.
+    """
+    before = snapshot.run
+    run = record_tool_call(
+        definition,
+        before,
+        call.tool,
+        ok=ok,
+        outcome=outcome,
+        artifacts=artifacts,
+        values=values,
+        **usage.fields(),
+    )
+    signature = f"{before.state}/{call_identity(call.tool, call.arguments)}"
+    turns = [DialogueTurn(role="tool", text=f"{call.tool}: {text}")]
+    if signature == snapshot.last_call:
+        moves = ", ".join(allowed_targets(definition, run)) or "none yet"
+        turns.append(
+            DialogueTurn(
+                role="user",
+                text=f"You called {call.tool} with the same arguments as before; its "
+                f"result is above. Make progress: move on (allowed: {moves}) or call "
+                "another tool.",
+            )
+        )
+    updated = snapshot.model_copy(update={"run": run, "last_call": signature, "progress": None})
+    return push_dialogue(updated, *turns)
+
+
+def unanswered(snapshot: RunSnapshot, reason: str) -> RunSnapshot:
+    """A message the run could not answer: traced; it stays in the dialogue."""
+    run = record_unanswered(snapshot.run, f"message not answered: {reason}")
+    return snapshot.model_copy(update={"run": run, "progress": None})
+
+
+# ------------------------------------------------------- messages by update id
+
+
+def answered_reply(snapshot: RunSnapshot, update_id: str | None) -> Reply | None:
+    """The reply already given to the message delivered by ``update_id``, if any."""
+    if not update_id:
+        return None
+    for answered in reversed(snapshot.answered):
+        if answered.update_id == update_id:
+            return answered.reply
+    return None
+
+
+def remember_reply(snapshot: RunSnapshot, update_id: str | None, reply: Reply) -> RunSnapshot:
+    """Remember a reply by its update id, keeping the newest ``answered_keep``."""
+    if not update_id:
+        return snapshot
+    keep = snapshot.limits.answered_keep
+    answered = (*snapshot.answered, AnsweredMessage(update_id=update_id, reply=reply))
+    return snapshot.model_copy(update={"answered": answered[-keep:] if keep else ()})
+
+
+# -------------------------------------------------------------- the whole run
+
+
+def carry(snapshot: RunSnapshot) -> RunSnapshot:
+    """What continue-as-new hands to the next run: the snapshot within its bounds."""
+    limits = snapshot.limits
+    run = snapshot.run
+    return snapshot.model_copy(
+        update={
+            "run": run.model_copy(update={"trace": run.trace[-limits.trace_keep :]}),
+            "dialogue": snapshot.dialogue[-limits.history_keep :] if limits.history_keep else (),
+            "turns": 0,
+        }
+    )
+
+
+def fsm_status(snapshot: RunSnapshot) -> FsmStatus:
+    """The ``FsmStatus`` search attribute of a run."""
+    progress = snapshot.progress
+    if progress is not None and progress.wait is not None and not snapshot.run.ended:
+        return "waiting_for_model"
+    return snapshot.run.status
+
+
+def details(definition: AgentDefinition, snapshot: RunSnapshot) -> str:
+    """The run's current details in the Web UI: where it is and what it waits for."""
+    run = snapshot.run
+    text = f"**{definition.name}** in state **{run.state}** ({run.status})"
+    text += f", step {run.step}/{definition.max_steps}"
+    if run.end_reason:
+        text += f": {run.end_reason}"
+    wait = snapshot.progress.wait if snapshot.progress is not None else None
+    if wait is not None and not run.ended:
+        what = {
+            "unavailable": "waiting for the model",
+            "rejected": "waiting for the model endpoint to accept requests",
+            "invalid": "waiting: the model's replies were invalid",
+            "deploy": "waiting for a worker with this model tier",
+        }[wait.kind]
+        text += (
+            f"\n\n{what} since {wait.since:%Y-%m-%d %H:%M:%S} UTC, {wait.failures} "
+            f"failed attempt{'s' if wait.failures != 1 else ''}, last error: {wait.last_error}"
+        )
+    return text
+
+
+def bundle_hash(definition: Mapping[str, Any], tools: Mapping[str, ToolInfo]) -> str:
+    """sha256 of what a turn is rendered from that does not change during a run."""
+    canonical = json.dumps(
+        {
+            "definition": definition,
+            "tools": {name: info.model_dump(mode="json") for name, info in sorted(tools.items())},
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
