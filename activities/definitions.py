@@ -11,6 +11,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.bundles import BundleCache
 from fsm.loader import Loaded, load_file, parse_definition
 from fsm.problems import DefinitionError
 from schemas.activity import (
@@ -91,6 +92,7 @@ class DefinitionActivities:
         limits: RunLimits,
         tools: Mapping[str, ToolInfo] | None = None,
         tiers: list[str] | None = None,
+        bundles: BundleCache | None = None,
     ) -> None:
         """Build the activities.
 
@@ -99,11 +101,14 @@ class DefinitionActivities:
             limits: The run limits handed to every new run.
             tools: The registered tools; a state naming another is refused.
             tiers: The configured model tiers; a state naming another is refused.
+            bundles: Where a resolved run's definition and tools are held for
+                this worker's model turns.
         """
         self._agents_dir = agents_dir
         self._limits = limits
         self._tools = dict(tools or {})
         self._tiers = tiers
+        self._bundles = bundles
 
     def _resolve(self, request: ResolveDefinitionInput) -> Loaded:
         tools = list(self._tools)
@@ -129,6 +134,9 @@ class DefinitionActivities:
             raise ApplicationError(str(exc), type="DefinitionRefused", non_retryable=True) from None
         document = loaded.definition.model_dump(mode="json")
         activity.logger.info("resolved agent %s from %s", loaded.definition.name, loaded.source)
+        tools = run_tools(loaded.definition, self._tools)
+        if self._bundles is not None:
+            self._bundles.add_resolved(document, loaded.definition, tools)
         return ResolvedRun(
             definition=ResolvedDefinition(
                 definition=document,
@@ -136,5 +144,5 @@ class DefinitionActivities:
                 source=loaded.source,
             ),
             limits=self._limits,
-            tools=run_tools(loaded.definition, self._tools),
+            tools=tools,
         )

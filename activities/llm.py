@@ -1,32 +1,103 @@
 """The LLM turn activity: one constrained model call through ``openai.AsyncOpenAI``.
 
-The activity only talks to the model and checks the reply against the turn schema;
-whether the move is allowed is the engine's call, made in the workflow. Failures
-that a retry can fix (transport errors, 429, 5xx, timeouts, a reply cut off at
-``max_tokens``) raise retryable errors; the rest are non-retryable with a message
-that says what to fix.
+The activity renders the state's prompt and turn schema (from the run's bundle,
+held by hash), talks to the model and checks the reply against the schema;
+whether the move is allowed is the engine's call, made in the workflow.
+
+Failures are classified for the workflow's escalation: transport errors,
+timeouts, 408, 409, 429 and 5xx are retryable (``LlmUnavailable``); 401, 403,
+404 and other 4xx are not (``LlmRequestRejected``, naming the endpoint with its
+credentials redacted); a model tier this worker lacks is ``UnknownTier`` (a
+rolling deploy: the workflow waits for a worker that has it). A reply cut off at
+the token bound is not an error: it comes back as a problem, and the re-ask
+tells the model to be shorter.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import openai
 import structlog
 from jsonschema import Draft202012Validator
 from opentelemetry import trace
+from pydantic import SecretStr
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.bundles import BundleCache
 from activities.heartbeat import heartbeating
-from fsm.turn_schema import allows_null
+from fsm.prompt import build_messages
+from fsm.turn_schema import allows_null, turn_schema
 from schemas.activity import LlmTurnInput, LlmTurnOutput
-from workers.settings import ModelTier, Settings
 
 log = structlog.get_logger("fsmflow.llm")
 tracer = trace.get_tracer("fsmflow.activities")
+
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+"""4xx statuses that a later attempt can succeed on (and every 5xx)."""
+CONTENT_KEPT = 2000
+"""Characters of an unusable reply kept for the trace (the rest is dropped)."""
+
+
+@dataclass(frozen=True)
+class ModelEndpoint:
+    """Where one tier's (or its fallback's) requests go, and how they are made.
+
+    Attributes:
+        model: The model name sent to the endpoint.
+        base_url: The OpenAI-compatible endpoint.
+        api_key: Its key (never logged).
+        reasoning_effort: Set for reasoning models: the request then sends
+            ``reasoning_effort`` and ``max_completion_tokens`` and no temperature.
+    """
+
+    model: str
+    base_url: str
+    api_key: SecretStr = field(repr=False)
+    reasoning_effort: str | None = None
+
+
+@dataclass(frozen=True)
+class LlmConfig:
+    """What the LLM activity needs from the worker's settings.
+
+    Attributes:
+        tiers: The endpoint of each model tier.
+        fallbacks: The fallback endpoint of each tier that has one.
+        fallback_after: Failed attempts of one call before its fallback is used.
+        response_format: ``json_schema`` (constrained decoding) or ``json_object``.
+        temperature: Sampling temperature (not sent to reasoning models).
+        max_tokens: Bound of a reply's tokens.
+        timeout_seconds: The HTTP client's bound of one call.
+    """
+
+    tiers: Mapping[str, ModelEndpoint]
+    fallbacks: Mapping[str, ModelEndpoint] = field(default_factory=dict)
+    fallback_after: int = 2
+    response_format: Literal["json_schema", "json_object"] = "json_schema"
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    timeout_seconds: float = 120.0
+
+
+def redact_url(url: str) -> str:
+    """An endpoint URL fit for messages and logs: no user info, no query string."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host += f":{parts.port}"
+    if parts.username or parts.password:
+        host = "***@" + host
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _tags(variant: dict[str, Any]) -> dict[str, list[Any]]:
@@ -105,9 +176,15 @@ def schema_problem(schema: dict[str, Any], value: Any) -> str | None:
 class LlmActivities:
     """Model calls, with one ``AsyncOpenAI`` client per endpoint."""
 
-    def __init__(self, settings: Settings) -> None:
-        """Build the activities from the worker's settings."""
-        self._settings = settings
+    def __init__(self, config: LlmConfig, bundles: BundleCache) -> None:
+        """Build the activities.
+
+        Args:
+            config: Endpoints, fallbacks and request options.
+            bundles: The worker's bundles (definitions and tools by hash).
+        """
+        self._config = config
+        self._bundles = bundles
         self._clients: dict[tuple[str, str], openai.AsyncOpenAI] = {}
 
     async def close(self) -> None:
@@ -116,140 +193,164 @@ class LlmActivities:
         for client in clients:
             await client.close()
 
-    def _client(self, tier: ModelTier) -> openai.AsyncOpenAI:
-        key = (tier.base_url, tier.api_key.get_secret_value())
+    def _client(self, endpoint: ModelEndpoint) -> openai.AsyncOpenAI:
+        key = (endpoint.base_url, endpoint.api_key.get_secret_value())
         if key not in self._clients:
             # Temporal retries the activity; the client must not retry on its own.
             self._clients[key] = openai.AsyncOpenAI(
-                base_url=tier.base_url,
-                api_key=tier.api_key.get_secret_value(),
+                base_url=endpoint.base_url,
+                api_key=endpoint.api_key.get_secret_value(),
                 max_retries=0,
-                timeout=self._settings.llm_timeout_seconds,
+                timeout=self._config.timeout_seconds,
             )
         return self._clients[key]
 
-    def _pick(self, tier_name: str, attempt: int) -> tuple[ModelTier, bool]:
-        try:
-            tier = self._settings.tier(tier_name)
-        except KeyError as exc:
+    def _pick(self, tier_name: str, attempt: int, fallback: bool) -> tuple[ModelEndpoint, bool]:
+        tier = self._config.tiers.get(tier_name)
+        if tier is None:
+            known = ", ".join(sorted(self._config.tiers))
             raise ApplicationError(
-                str(exc.args[0]), type="UnknownTier", non_retryable=True
-            ) from None
-        fallback = self._settings.fallback()
-        if fallback is not None and attempt > self._settings.fallback_after:
-            return fallback, True
+                f"model tier {tier_name!r} is not configured on this worker "
+                f"(set FSMFLOW_MODEL_{tier_name.upper()}; configured: {known})",
+                type="UnknownTier",
+                non_retryable=True,
+            )
+        backup = self._config.fallbacks.get(tier_name)
+        if backup is not None and (fallback or attempt > self._config.fallback_after):
+            return backup, True
         return tier, False
 
-    def _response_format(self, request: LlmTurnInput) -> dict[str, Any]:
-        if self._settings.response_format == "json_object":
-            return {"type": "json_object"}
-        return {
-            "type": "json_schema",
-            "json_schema": {
-                "name": request.schema_name,
-                "strict": True,
-                "schema": request.turn_schema,
-            },
-        }
-
-    def _messages(self, request: LlmTurnInput) -> list[dict[str, str]]:
-        messages = list(request.messages)
-        if self._settings.response_format == "json_object":
+    def _options(
+        self,
+        endpoint: ModelEndpoint,
+        messages: list[dict[str, str]],
+        schema_name: str,
+        schema: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The keyword arguments of ``chat.completions.create`` for one call."""
+        options: dict[str, Any] = {"model": endpoint.model}
+        if self._config.response_format == "json_object":
             # Without schema-constrained decoding the model must read the schema.
-            schema = json.dumps(request.turn_schema, separators=(",", ":"))
-            messages.insert(1, {"role": "system", "content": f"Reply JSON schema: {schema}"})
-        return messages
+            text = json.dumps(schema, separators=(",", ":"))
+            described = {"role": "system", "content": f"Reply JSON schema: {text}"}
+            options["messages"] = [messages[0], described, *messages[1:]]
+            options["response_format"] = {"type": "json_object"}
+        else:
+            options["messages"] = messages
+            options["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": schema_name, "strict": True, "schema": schema},
+            }
+        if endpoint.reasoning_effort is not None:
+            # Reasoning models take no temperature and bound completion tokens.
+            options["reasoning_effort"] = endpoint.reasoning_effort
+            options["max_completion_tokens"] = self._config.max_tokens
+        else:
+            options["temperature"] = self._config.temperature
+            options["max_tokens"] = self._config.max_tokens
+        return options
 
     @activity.defn(name="fsmflow.llm_turn")
     async def llm_turn(self, request: LlmTurnInput) -> LlmTurnOutput:
         """Ask the state's model tier for one turn and check it against the turn schema."""
         info = activity.info()
-        tier, used_fallback = self._pick(request.tier, info.attempt)
+        bundle = self._bundles.get(request.bundle_hash)
+        if bundle is None and request.bundle is not None:
+            bundle = self._bundles.add(request.bundle_hash, request.bundle)
+        if bundle is None:
+            raise ApplicationError(
+                "this worker does not hold the run's definition yet; send it along",
+                type="BundleMissing",
+                non_retryable=True,
+            )
+        definition, run = bundle.definition, request.run
+        state = definition.states[run.state]
+        endpoint, used_fallback = self._pick(state.model, info.attempt, request.fallback)
+        try:
+            schema = turn_schema(definition, run, bundle.tools)
+        except ValueError as exc:
+            raise ApplicationError(str(exc), type="NoTurn", non_retryable=True) from None
+        messages = build_messages(
+            definition,
+            run,
+            request.dialogue,
+            task=request.task,
+            feedback=request.feedback,
+            tools=bundle.tools,
+        )
+        options = self._options(endpoint, messages, f"{definition.name}_{run.state}_turn", schema)
         bound = log.bind(
             workflow_id=info.workflow_id,
             run_id=info.workflow_run_id,
-            activity=info.activity_type,
             attempt=info.attempt,
             where=request.label,
-            model=tier.model,
+            model=endpoint.model,
         )
-        started = time.monotonic()
         span = tracer.start_span(
             "llm.turn",
             attributes={
                 "fsmflow.where": request.label,
-                "fsmflow.tier": request.tier,
-                "gen_ai.request.model": tier.model,
+                "fsmflow.tier": state.model,
+                "gen_ai.request.model": endpoint.model,
                 "fsmflow.attempt": info.attempt,
             },
         )
         with trace.use_span(span, end_on_exit=True):
-            return await self._call(request, tier, used_fallback, bound, started, span)
+            reply = await self._call(endpoint, options, schema, bound, span)
+        return reply.model_copy(update={"attempt": info.attempt, "used_fallback": used_fallback})
 
     async def _call(
         self,
-        request: LlmTurnInput,
-        tier: ModelTier,
-        used_fallback: bool,
+        endpoint: ModelEndpoint,
+        options: dict[str, Any],
+        schema: dict[str, Any],
         bound: Any,
-        started: float,
         span: trace.Span,
     ) -> LlmTurnOutput:
-        info = activity.info()
+        where = redact_url(endpoint.base_url)
+        started = time.monotonic()
         try:
             async with heartbeating():
-                response = await self._client(tier).chat.completions.create(
-                    model=tier.model,
-                    messages=self._messages(request),
-                    response_format=self._response_format(request),
-                    temperature=self._settings.temperature,
-                    max_tokens=self._settings.max_tokens,
-                )
+                response = await self._client(endpoint).chat.completions.create(**options)
         except openai.APIStatusError as exc:
-            retryable = exc.status_code == 429 or exc.status_code >= 500
-            bound.warning("llm_http_error", status=exc.status_code, retryable=retryable)
+            status = exc.status_code
+            retryable = status in RETRYABLE_STATUS or status >= 500
+            bound.warning("llm_http_error", status=status, retryable=retryable)
             raise ApplicationError(
-                f"model endpoint {tier.base_url} answered {exc.status_code}: {_short(exc.message)}",
+                f"model endpoint {where} answered {status}: {_short(exc.message)}",
                 type="LlmUnavailable" if retryable else "LlmRequestRejected",
                 non_retryable=not retryable,
             ) from None
         except openai.APITimeoutError:
             bound.warning("llm_timeout")
             raise ApplicationError(
-                f"model endpoint {tier.base_url} did not answer within "
-                f"{self._settings.llm_timeout_seconds:g}s",
+                f"model endpoint {where} did not answer within {self._config.timeout_seconds:g}s",
                 type="LlmUnavailable",
             ) from None
         except openai.APIConnectionError as exc:
             bound.warning("llm_unreachable", error=str(exc))
+            cause = exc.__cause__ or exc
             raise ApplicationError(
-                f"model endpoint {tier.base_url} is unreachable: {exc}", type="LlmUnavailable"
+                f"model endpoint {where} is unreachable: {_short(str(cause) or str(exc))}",
+                type="LlmUnavailable",
             ) from None
         latency_ms = int((time.monotonic() - started) * 1000)
         if not response.choices:
-            raise ApplicationError("the model returned no choices", type="LlmUnavailable")
+            raise ApplicationError(
+                f"model endpoint {where} returned no choices", type="LlmUnavailable"
+            )
         choice = response.choices[0]
         content = choice.message.content or ""
         usage = response.usage
-        if choice.finish_reason == "length":
-            bound.warning("llm_truncated", max_tokens=self._settings.max_tokens)
-            raise ApplicationError(
-                f"the reply was cut off at max_tokens={self._settings.max_tokens}",
-                type="LlmTruncated",
-            )
-        problem = None
-        parsed = None
-        try:
-            parsed = json.loads(content)
-        except json.JSONDecodeError as exc:
-            problem = f"the reply is not valid JSON: {exc.msg} at column {exc.colno}"
-        if parsed is not None:
-            parsed = fill_nulls(request.turn_schema, parsed)
-            problem = schema_problem(request.turn_schema, parsed)
+        prompt_tokens = usage.prompt_tokens if usage else 0
+        completion_tokens = usage.completion_tokens if usage else 0
+        problem, kind, parsed = _judge_content(
+            content, schema, choice.finish_reason, self._config.max_tokens
+        )
         span.set_attributes(
             {
-                "gen_ai.usage.input_tokens": usage.prompt_tokens if usage else 0,
-                "gen_ai.usage.output_tokens": usage.completion_tokens if usage else 0,
+                "gen_ai.usage.input_tokens": prompt_tokens,
+                "gen_ai.usage.output_tokens": completion_tokens,
                 "fsmflow.latency_ms": latency_ms,
                 "fsmflow.valid": problem is None,
             }
@@ -257,25 +358,48 @@ class LlmActivities:
         bound.info(
             "llm_turn",
             latency_ms=latency_ms,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             valid=problem is None,
         )
         return LlmTurnOutput(
-            content=content,
-            parsed=parsed if problem is None and isinstance(parsed, dict) else None,
+            content="" if problem is None else _short(content, CONTENT_KEPT),
+            parsed=parsed if problem is None else None,
             problem=problem,
-            model=tier.model,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
+            problem_kind=kind,
+            model=endpoint.model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             latency_ms=latency_ms,
-            attempt=info.attempt,
-            used_fallback=used_fallback,
-            settings_echo={
-                "base_url": tier.base_url,
-                "response_format": self._settings.response_format,
-            },
         )
+
+
+ProblemKind = Literal["invalid_json", "schema", "truncated"]
+
+
+def _judge_content(
+    content: str, schema: dict[str, Any], finish_reason: str | None, max_tokens: int
+) -> tuple[str | None, ProblemKind | None, dict[str, Any] | None]:
+    """Parse a reply and check it against the turn schema: (problem, kind, parsed)."""
+    if finish_reason == "length":
+        # At temperature 0 the same request is cut the same way: ask for less.
+        return (
+            f"your reply was cut off at {max_tokens} tokens; reply again, shorter "
+            "(keep reasoning brief)",
+            "truncated",
+            None,
+        )
+    try:
+        parsed = json.loads(content)
+    except json.JSONDecodeError as exc:
+        return f"the reply is not valid JSON: {exc.msg} at column {exc.colno}", "invalid_json", None
+    parsed = fill_nulls(schema, parsed)
+    problem = schema_problem(schema, parsed)
+    if problem is not None:
+        return problem, "schema", None
+    if not isinstance(parsed, dict):
+        return "the reply is not a JSON object", "schema", None
+    return None, None, parsed
 
 
 def _short(text: str, limit: int = 300) -> str:

@@ -9,6 +9,7 @@ A step is one of:
 - ``{"content": "..."}``: reply with raw text (e.g. invalid JSON);
 - ``{"status": 500}``: answer with that HTTP status;
 - ``{"finish_reason": "length", "content": "..."}``: a cut-off reply;
+- ``{"drop": True}``: close the connection without answering (a transport error);
 - any of those with ``"delay": seconds``: wait first (timeouts, crash tests);
 - a callable taking the request body and returning a step (endless scripts).
 """
@@ -29,7 +30,7 @@ Step = dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]
 class ScriptedLlm:
     """The server and its scripts; ``url`` is the OpenAI base URL (``.../v1``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self._scripts: dict[str, deque[Step]] = defaultdict(deque)
         self._requests: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._lock = threading.Lock()
@@ -44,6 +45,10 @@ class ScriptedLlm:
                 length = int(self.headers.get("content-length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 status, payload = server._respond(self.path, body)
+                if status == 0:
+                    self.close_connection = True
+                    self.connection.close()
+                    return
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(status)
@@ -54,7 +59,7 @@ class ScriptedLlm:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test, killed worker)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -99,6 +104,8 @@ class ScriptedLlm:
             step = step(body)
         if step.get("delay"):
             time.sleep(float(step["delay"]))
+        if step.get("drop"):
+            return 0, {}
         if "status" in step:
             return int(step["status"]), {"error": {"message": step.get("message", "scripted")}}
         content = json.dumps(step["turn"]) if "turn" in step else str(step.get("content", ""))

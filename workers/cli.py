@@ -17,6 +17,7 @@ from fsm.diagram import mermaid
 from fsm.loader import load_file
 from fsm.problems import DefinitionError
 from schemas.definition import definition_json_schema
+from schemas.snapshot import FSM_STATUSES
 
 if TYPE_CHECKING:
     from fsm.tools import ToolRegistry
@@ -160,7 +161,7 @@ def cmd_client(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     elif name == "chat":
         coroutine = commands.chat(settings, args.target, args.input, sys.stdin, out)
     elif name == "send":
-        coroutine = commands.send(settings, args.workflow_id, args.text, out)
+        coroutine = commands.send(settings, args.workflow_id, args.text, out, update_id=args.id)
     elif name in ("approve", "reject"):
         coroutine = commands.decide(settings, args.workflow_id, name, args.by, args.comment, out)
     elif name == "status":
@@ -168,7 +169,9 @@ def cmd_client(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     elif name == "trace":
         coroutine = commands.trace(settings, args.workflow_id, out)
     else:
-        coroutine = commands.ls(settings, args.state, args.awaiting_approval, args.limit, out)
+        coroutine = commands.ls(
+            settings, args.state, args.awaiting_approval, args.limit, out, status=args.status
+        )
     return commands.run_command(coroutine, err)
 
 
@@ -291,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.add_argument("workflow_id", metavar="WORKFLOW_ID")
     send.add_argument("text", metavar="TEXT")
+    send.add_argument(
+        "--id",
+        help="the message's update id (default: a new one); sending again with the same id "
+        "returns the same reply and runs no second turn",
+    )
     send.set_defaults(handler=cmd_client)
 
     for decision in ("approve", "reject"):
@@ -326,6 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ls.add_argument("--state", help="only runs in this state")
     ls.add_argument("--awaiting-approval", action="store_true", help="only runs at a gate")
+    ls.add_argument(
+        "--status",
+        choices=list(FSM_STATUSES),
+        help="only runs with this FsmStatus (e.g. failed, waiting_for_model)",
+    )
     ls.add_argument("--limit", type=int, default=50)
     ls.set_defaults(handler=cmd_client)
 

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from temporalio.client import Client, TLSConfig, WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    TLSConfig,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 
-from schemas.workflow import MessageInput, Reply
+from schemas.workflow import AgentResult, MessageInput, Reply
 from workers.settings import Settings
 
 
@@ -57,6 +65,22 @@ async def connect(
         ) from None
 
 
+async def run_result(handle: WorkflowHandle[Any, Any]) -> AgentResult:
+    """A run's result, also of a run that failed (the failure's details hold it).
+
+    Raises:
+        WorkflowFailureError: If the run failed otherwise (refused definition or
+            input, terminated, cancelled).
+    """
+    try:
+        return AgentResult.model_validate(await handle.result())
+    except WorkflowFailureError as exc:
+        cause = exc.cause
+        if isinstance(cause, ApplicationError) and cause.type == "AgentRunFailed" and cause.details:
+            return AgentResult.model_validate(cause.details[0])
+        raise
+
+
 async def register_search_attributes(client: Client, namespace: str = "default") -> None:
     """Register fsmflow's search attributes on a server that lacks them.
 
@@ -83,18 +107,29 @@ async def register_search_attributes(client: Client, namespace: str = "default")
     )
 
 
-async def send_message(client: Client, workflow_id: str, text: str, *, attempts: int = 6) -> Reply:
+async def send_message(
+    client: Client,
+    workflow_id: str,
+    text: str,
+    *,
+    update_id: str | None = None,
+    attempts: int = 6,
+) -> Reply:
     """Send one message to the newest run of ``workflow_id`` and return the reply.
 
-    A run continues as new between two messages; a message that reaches the old
-    run in that instant is refused ("workflow execution already completed") and
-    never applied, so it is sent again to the new run.
+    The message goes as an update with ``update_id`` (a new one when not given):
+    sending it again with the same id returns the same reply and runs no second
+    turn, also after the run continued as new. A run continues as new between two
+    messages; a message that reaches the old run in that instant is refused
+    ("workflow execution already completed") and never applied, so it is sent
+    again, with the same id, to the new run.
     """
+    update_id = update_id or f"msg-{uuid.uuid4()}"
     for attempt in range(attempts):
         handle = client.get_workflow_handle(workflow_id)
         try:
             return await handle.execute_update(
-                "send_message", MessageInput(text=text), result_type=Reply
+                "send_message", MessageInput(text=text), id=update_id, result_type=Reply
             )
         except RPCError as exc:
             if "already completed" not in exc.message or attempt == attempts - 1:

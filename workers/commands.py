@@ -25,6 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.definitions import load_agents
 from schemas.run import TraceEntry
+from schemas.snapshot import FSM_STATUSES
 from schemas.workflow import (
     AgentResult,
     AgentRunInput,
@@ -34,7 +35,7 @@ from schemas.workflow import (
     DecisionResult,
     Reply,
 )
-from workers.client import connect, send_message
+from workers.client import connect, run_result, send_message
 from workers.settings import Settings
 
 
@@ -90,8 +91,10 @@ async def _client(settings: Settings) -> Client:
 
 
 def _print_reply(reply: Reply, out: TextIO) -> None:
-    flag = "" if reply.accepted else " (no valid turn; fallback reply)"
+    flag = "" if reply.accepted else " (not answered; fallback reply)"
     out.write(f"[{reply.state} · {reply.status} · step {reply.step}]{flag} {reply.message}\n")
+    if reply.reason:
+        out.write(f"  why: {reply.reason}\n")
 
 
 async def run(
@@ -120,18 +123,22 @@ async def run(
     out.write(f"started {handle.id}\n{ui_link(settings, handle.id)}\n")
     if wait:
         try:
-            result = await handle.result()
+            result = await run_result(handle)
         except WorkflowFailureError as exc:
             raise CommandError(f"run {handle.id} failed: {_explain(exc)}") from None
         out.write(result.model_dump_json(indent=2) + "\n")
+        if result.status == "failed":
+            raise CommandError(f"run {handle.id} failed: {result.end_reason}")
     return 0
 
 
-async def send(settings: Settings, workflow_id: str, text: str, out: TextIO) -> int:
-    """Send one message (``fsmflow send ID TEXT``)."""
+async def send(
+    settings: Settings, workflow_id: str, text: str, out: TextIO, *, update_id: str | None = None
+) -> int:
+    """Send one message (``fsmflow send ID TEXT [--id UPDATE_ID]``)."""
     client = await _client(settings)
     try:
-        reply = await send_message(client, workflow_id, text)
+        reply = await send_message(client, workflow_id, text, update_id=update_id)
     except (WorkflowUpdateFailedError, RPCError) as exc:
         raise CommandError(f"message refused: {_explain(exc, workflow_id)}") from None
     _print_reply(reply, out)
@@ -170,15 +177,23 @@ async def status(settings: Settings, workflow_id: str, out: TextIO) -> int:
         out.write(
             f"{workflow_id}: {description.status.name if description.status else '?'}, "
             f"state {attributes.get('FsmState', '?')}, "
+            f"status {attributes.get('FsmStatus', '?')}, "
             f"awaiting approval: {attributes.get('FsmAwaitingApproval', '?')} "
             "(no worker answered the status query)\n"
         )
         return 0
     out.write(
         f"{workflow_id}: agent {current.agent} v{current.version}, state {current.state}, "
-        f"{current.status}, step {current.step}/{current.max_steps}, "
+        f"{current.fsm_status}, step {current.step}/{current.max_steps}, "
         f"waiting for {current.waiting_for}, {current.total_tokens} tokens"
         + (f"\n  ended: {current.end_reason}" if current.end_reason else "")
+        + (
+            f"\n  waiting for the model since {current.waiting_since:%Y-%m-%d %H:%M:%S} UTC, "
+            f"{current.model_failures} failed attempts, last error: {current.last_error}"
+            if current.waiting_since is not None
+            else ""
+        )
+        + (f"\n  pending decision: {current.pending_decision}" if current.pending_decision else "")
         + f"\n  {ui_link(settings, workflow_id)}\n"
     )
     return 0
@@ -225,10 +240,22 @@ async def trace(settings: Settings, workflow_id: str, out: TextIO) -> int:
     return 0
 
 
-async def ls(settings: Settings, state: str | None, awaiting: bool, limit: int, out: TextIO) -> int:
+async def ls(
+    settings: Settings,
+    state: str | None,
+    awaiting: bool,
+    limit: int,
+    out: TextIO,
+    *,
+    status: str | None = None,
+) -> int:
     """List runs from the visibility store (``fsmflow ls``)."""
     client = await _client(settings)
     clauses = ["WorkflowType = 'AgentWorkflow'"]
+    if status:
+        if status not in FSM_STATUSES:
+            raise CommandError(f"invalid --status {status!r}: one of {', '.join(FSM_STATUSES)}")
+        clauses.append(f"FsmStatus = '{status}'")
     if state:
         if not state.replace("_", "").isalnum():
             raise CommandError(f"invalid --state {state!r}: a state id is letters, digits and _")
@@ -246,13 +273,14 @@ async def ls(settings: Settings, state: str | None, awaiting: bool, limit: int, 
                     str(attributes.get("FsmAgent", "-")),
                     str(attributes.get("FsmState", "-")),
                     "yes" if attributes.get("FsmAwaitingApproval") else "",
+                    str(attributes.get("FsmStatus", "-")),
                     execution.status.name.lower() if execution.status else "-",
                     execution.start_time.strftime("%Y-%m-%d %H:%M:%S"),
                 )
             )
     except RPCError as exc:
         raise CommandError(f"cannot list runs: {_explain(exc)}") from None
-    header = ("WORKFLOW ID", "AGENT", "STATE", "APPROVAL", "STATUS", "STARTED (UTC)")
+    header = ("WORKFLOW ID", "AGENT", "STATE", "APPROVAL", "FSM STATUS", "RUN", "STARTED (UTC)")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         out.write(

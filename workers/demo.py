@@ -27,7 +27,7 @@ from schemas.definition import AgentDefinition
 from schemas.run import TraceEntry
 from schemas.workflow import AgentResult, AgentStatus
 from workers.binaries import temporal_cli
-from workers.client import send_message
+from workers.client import run_result, send_message
 from workers.commands import CommandError, _client, format_entry, ui_link
 from workers.settings import Settings
 
@@ -143,7 +143,7 @@ async def research(settings: Settings, client: Client, out: TextIO) -> list[Trac
             "--input",
             decision,
         )
-    result = await client.get_workflow_handle(workflow_id, result_type=AgentResult).result()
+    result = await run_result(client.get_workflow_handle(workflow_id, result_type=AgentResult))
     out.write(
         f"    ended: {result.status} in {result.state} ({result.end_reason}); "
         f"{result.total_tokens} tokens\n"

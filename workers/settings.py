@@ -3,7 +3,10 @@
 Model tiers are open-ended: every ``FSMFLOW_MODEL_<TIER>`` names the model of a
 tier (``FSMFLOW_MODEL_DEFAULT``, ``FSMFLOW_MODEL_CAPABLE``, ...), optionally with
 its own ``FSMFLOW_BASE_URL_<TIER>`` and ``FSMFLOW_API_KEY_<TIER>``; a tier without
-them uses ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``.
+them uses ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``. A tier's fallback is
+``FSMFLOW_FALLBACK_MODEL_<TIER>`` (with ``FSMFLOW_FALLBACK_BASE_URL_<TIER>`` and
+``FSMFLOW_FALLBACK_API_KEY_<TIER>``), else the global ``FSMFLOW_FALLBACK_MODEL``;
+``FSMFLOW_REASONING_EFFORT_<TIER>`` marks a tier's model as a reasoning model.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas.activity import RunLimits
+from activities.llm import LlmConfig, ModelEndpoint, redact_url
+from schemas.snapshot import RunLimits
 
 DEFAULT_TASK_QUEUE = "fsmflow-agents"
 DEFAULT_LOCAL_MODEL = "smollm2-135m-instruct"
@@ -28,14 +32,17 @@ def split_modules(spec: str) -> list[str]:
     return [part.strip() for part in spec.split(",") if part.strip()]
 
 
-class ModelTier(BaseModel):
-    """Where one tier's requests go."""
-
-    model_config = ConfigDict(frozen=True)
-
-    model: str
-    base_url: str
-    api_key: SecretStr
+_PER_TIER = {
+    # Longest prefixes first: FSMFLOW_FALLBACK_MODEL_X is not a tier "FALLBACK_...".
+    "FSMFLOW_FALLBACK_BASE_URL_": "fallback_base_urls",
+    "FSMFLOW_FALLBACK_API_KEY_": "fallback_api_keys",
+    "FSMFLOW_FALLBACK_MODEL_": "fallback_models",
+    "FSMFLOW_REASONING_EFFORT_": "reasoning_efforts",
+    "FSMFLOW_BASE_URL_": "base_urls",
+    "FSMFLOW_API_KEY_": "api_keys",
+    "FSMFLOW_MODEL_": "models",
+}
+"""Per-tier variables: prefix -> Settings field (a dict by lower-case tier name)."""
 
 
 class Settings(BaseSettings):
@@ -62,10 +69,16 @@ class Settings(BaseSettings):
     models: dict[str, str] = Field(default_factory=lambda: {"default": DEFAULT_LOCAL_MODEL})
     base_urls: dict[str, str] = Field(default_factory=dict)
     api_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    reasoning_efforts: dict[str, str] = Field(default_factory=dict)
+    fallback_models: dict[str, str] = Field(default_factory=dict)
+    fallback_base_urls: dict[str, str] = Field(default_factory=dict)
+    fallback_api_keys: dict[str, SecretStr] = Field(default_factory=dict)
     fallback_model: str | None = Field(None, alias="FSMFLOW_FALLBACK_MODEL")
     fallback_base_url: str | None = Field(None, alias="FSMFLOW_FALLBACK_BASE_URL")
+    fallback_api_key: SecretStr | None = Field(None, alias="FSMFLOW_FALLBACK_API_KEY")
     fallback_after: int = Field(2, alias="FSMFLOW_FALLBACK_AFTER", ge=1)
-    """Failed attempts of a model call before the fallback model is used."""
+    """Failed attempts of a model call (or failed calls and invalid replies in one
+    turn) before the fallback model is used."""
     response_format: Literal["json_schema", "json_object"] = Field(
         "json_schema", alias="FSMFLOW_RESPONSE_FORMAT"
     )
@@ -86,6 +99,12 @@ class Settings(BaseSettings):
     max_reasks: int = Field(2, alias="FSMFLOW_MAX_REASKS", ge=0)
     max_message_chars: int = Field(4000, alias="FSMFLOW_MAX_MESSAGE_CHARS", ge=1)
     continue_as_new_after: int = Field(100, alias="FSMFLOW_CONTINUE_AS_NEW_AFTER", ge=1)
+    turn_timeout_seconds: float = Field(60.0, alias="FSMFLOW_TURN_TIMEOUT", gt=0)
+    """How long a conversation turn waits for a valid reply before the fallback reply."""
+    backoff_max_seconds: float = Field(300.0, alias="FSMFLOW_BACKOFF_MAX", ge=1)
+    """Longest pause between model calls of a run waiting for its model."""
+    deploy_grace_seconds: float = Field(600.0, alias="FSMFLOW_DEPLOY_GRACE", ge=0)
+    """How long a run waits for a worker with its model tier or tool (rolling deploys)."""
 
     log_format: Literal["json", "console"] = Field("json", alias="FSMFLOW_LOG_FORMAT")
     log_level: str = Field("INFO", alias="FSMFLOW_LOG_LEVEL")
@@ -107,20 +126,19 @@ class Settings(BaseSettings):
             **overrides: Field values that take precedence (tests, CLI flags).
         """
         env = dict(os.environ if environ is None else environ)
-        per_tier: dict[str, dict[str, Any]] = {"models": {}, "base_urls": {}, "api_keys": {}}
-        prefixes = {
-            "FSMFLOW_MODEL_": "models",
-            "FSMFLOW_BASE_URL_": "base_urls",
-            "FSMFLOW_API_KEY_": "api_keys",
-        }
+        per_tier: dict[str, dict[str, Any]] = {field: {} for field in _PER_TIER.values()}
         for name, value in env.items():
-            for prefix, field in prefixes.items():
+            for prefix, field in _PER_TIER.items():
                 if name.startswith(prefix) and value:
                     per_tier[field][name.removeprefix(prefix).lower()] = value
+                    break
         fields: dict[str, Any] = {
+            **per_tier,
             "models": {"default": DEFAULT_LOCAL_MODEL, **per_tier["models"]},
-            "base_urls": per_tier["base_urls"],
             "api_keys": {k: SecretStr(v) for k, v in per_tier["api_keys"].items()},
+            "fallback_api_keys": {
+                k: SecretStr(v) for k, v in per_tier["fallback_api_keys"].items()
+            },
         }
         fields.update(overrides)
         return cls(**fields)
@@ -130,7 +148,7 @@ class Settings(BaseSettings):
         """The tool modules to load, in order."""
         return split_modules(self.tool_modules_spec)
 
-    def tier(self, name: str) -> ModelTier:
+    def tier(self, name: str) -> ModelEndpoint:
         """The model and endpoint of a tier.
 
         Raises:
@@ -142,20 +160,42 @@ class Settings(BaseSettings):
                 f"model tier {name!r} is not configured (set FSMFLOW_MODEL_{name.upper()}; "
                 f"configured: {known})"
             )
-        return ModelTier(
+        return ModelEndpoint(
             model=self.models[name],
             base_url=self.base_urls.get(name, self.openai_base_url),
             api_key=self.api_keys.get(name, self.openai_api_key),
+            reasoning_effort=self.reasoning_efforts.get(name),
         )
 
-    def fallback(self) -> ModelTier | None:
-        """The fallback model, when one is configured."""
-        if not self.fallback_model:
+    def fallback(self, name: str) -> ModelEndpoint | None:
+        """A tier's fallback model: its own, else the global one, else None.
+
+        A fallback's endpoint and key default to the tier's.
+        """
+        model = self.fallback_models.get(name) or self.fallback_model
+        if not model or name not in self.models:
             return None
-        return ModelTier(
-            model=self.fallback_model,
-            base_url=self.fallback_base_url or self.openai_base_url,
-            api_key=self.openai_api_key,
+        tier = self.tier(name)
+        own = name in self.fallback_models
+        base_url = self.fallback_base_urls.get(name) if own else self.fallback_base_url
+        api_key = self.fallback_api_keys.get(name) if own else self.fallback_api_key
+        return ModelEndpoint(
+            model=model,
+            base_url=base_url or tier.base_url,
+            api_key=api_key or tier.api_key,
+        )
+
+    def llm_config(self) -> LlmConfig:
+        """What the LLM activity needs: endpoints per tier, fallbacks, request options."""
+        fallbacks = {name: self.fallback(name) for name in self.models}
+        return LlmConfig(
+            tiers={name: self.tier(name) for name in self.models},
+            fallbacks={name: f for name, f in fallbacks.items() if f is not None},
+            fallback_after=self.fallback_after,
+            response_format=self.response_format,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            timeout_seconds=self.llm_timeout_seconds,
         )
 
     def limits(self) -> RunLimits:
@@ -164,6 +204,10 @@ class Settings(BaseSettings):
             max_reasks=self.max_reasks,
             max_message_chars=self.max_message_chars,
             continue_as_new_after=self.continue_as_new_after,
+            turn_timeout_seconds=self.turn_timeout_seconds,
+            model_backoff_max_seconds=self.backoff_max_seconds,
+            fallback_after=self.fallback_after,
+            deploy_grace_seconds=self.deploy_grace_seconds,
         )
 
     def safe_summary(self) -> dict[str, Any]:
@@ -173,8 +217,11 @@ class Settings(BaseSettings):
             "namespace": self.temporal_namespace,
             "task_queue": self.task_queue,
             "agents_dir": str(self.agents_dir),
-            "openai_base_url": self.openai_base_url,
+            "openai_base_url": redact_url(self.openai_base_url),
             "models": dict(self.models),
+            "fallback_models": {
+                name: f.model for name in self.models if (f := self.fallback(name)) is not None
+            },
             "tool_modules": self.tool_modules,
             "response_format": self.response_format,
             "tls": self.temporal_tls or self.temporal_tls_cert is not None,

@@ -15,6 +15,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.artifacts import FileArtifactStore
+from activities.bundles import BundleCache
 from activities.definitions import DefinitionActivities, load_agents
 from activities.ledger import SqliteLedger
 from activities.llm import LlmActivities
@@ -69,13 +70,15 @@ def _build(
     client: Client, settings: Settings, tools: ToolRegistry
 ) -> tuple[Worker, LlmActivities, ToolActivities]:
     """A worker for the settings' task queue with every workflow and activity."""
+    bundles = BundleCache()
     definitions = DefinitionActivities(
         settings.agents_dir,
         settings.limits(),
         tools={spec.name: spec.info() for spec in tools.specs()},
         tiers=sorted(settings.models),
+        bundles=bundles,
     )
-    llm = LlmActivities(settings)
+    llm = LlmActivities(settings.llm_config(), bundles)
     runner = ToolActivities(
         tools,
         ledger=SqliteLedger(settings.tool_ledger),

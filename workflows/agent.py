@@ -1,22 +1,28 @@
 """``AgentWorkflow``: one execution per agent run; its deterministic code is the FSM.
 
-The workflow is a thin shell: it feeds messages, decisions and model replies to the
-pure engine in ``fsm`` and runs the effects (definition lookup, model calls) as
-activities. Everything it decides is a function of its history, so a run resumes
-exactly where it was after a worker crash.
+The workflow is a thin shell around one ``RunSnapshot``: it asks the model and runs
+tools as activities, hands what comes back to the pure core (``fsm.judge``,
+``fsm.engine``), and replaces the snapshot whole with what the core returns.
+Continue-as-new carries the snapshot; nothing else of importance lives here. Every
+decision is a function of the history, so a run resumes exactly where it was after
+a worker crash, a server restart or a model outage of any length.
+
+Runs started before snapshots (their histories have no ``fsmflow-run-snapshot``
+marker) keep their old behaviour where it changed what the workflow commands: a
+model failure or a spent round of re-asks ends their turn as it did, and a failed
+run completes instead of failing. ``tests/histories`` replays both kinds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from dataclasses import dataclass
+import builtins
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     # Pure modules (no clock, randomness or I/O; see fsm/__init__.py) and pydantic
@@ -27,33 +33,55 @@ with workflow.unsafe.imports_passed_through():
     from fsm.engine import (
         ContextError,
         Decision,
-        TurnParseError,
-        allowed_targets,
         apply_decision,
-        apply_turn,
         fail_run,
-        parse_turn,
         record_rejection,
-        record_tool_call,
         start_run,
-        tool_call_problem,
     )
-    from fsm.prompt import build_messages
-    from fsm.turn_schema import turn_schema
+    from fsm.judge import (
+        Judgement,
+        Usage,
+        after_autonomous_turn,
+        after_tool_call,
+        answered_reply,
+        bundle_hash,
+        carry,
+        deploy_grace_over,
+        details,
+        fail_after_grace,
+        fsm_status,
+        give_up_invalid,
+        judge_reply,
+        note_failure,
+        note_invalid,
+        push_dialogue,
+        reasks_spent,
+        remember_reply,
+        tool_call_key,
+        unanswered,
+        use_fallback,
+    )
+    from fsm.prompt import dialogue_window
+    from fsm.turn_schema import no_turn_reason
     from schemas.activity import (
+        AgentBundle,
         LlmTurnInput,
         LlmTurnOutput,
-        ResolvedDefinition,
         ResolveDefinitionInput,
         ResolvedRun,
-        RunLimits,
         RunToolInput,
-        ToolInfo,
         ToolOutput,
     )
     from schemas.definition import AgentDefinition
-    from schemas.run import DialogueTurn, RunState, TraceEntry
-    from schemas.turn import AutonomousDecision, ToolCallAction, TurnDecision
+    from schemas.run import DialogueTurn, Reply, RunState, TraceEntry
+    from schemas.snapshot import (
+        PendingDecision,
+        ResolvedDefinition,
+        RunSnapshot,
+        TurnProgress,
+        WaitKind,
+    )
+    from schemas.turn import ToolCallAction
     from schemas.workflow import (
         AgentResult,
         AgentStatus,
@@ -63,36 +91,54 @@ with workflow.unsafe.imports_passed_through():
         DecisionInput,
         DecisionResult,
         MessageInput,
-        Reply,
     )
     from workflows import policies
 
 FSM_STATE = SearchAttributeKey.for_keyword("FsmState")
 FSM_AGENT = SearchAttributeKey.for_keyword("FsmAgent")
 FSM_AWAITING_APPROVAL = SearchAttributeKey.for_bool("FsmAwaitingApproval")
-SEARCH_ATTRIBUTES = (FSM_STATE, FSM_AGENT, FSM_AWAITING_APPROVAL)
+FSM_STATUS = SearchAttributeKey.for_keyword("FsmStatus")
+SEARCH_ATTRIBUTES = (FSM_STATE, FSM_AGENT, FSM_AWAITING_APPROVAL, FSM_STATUS)
 """Register these on the server before any run starts (``fsmflow dev up`` and the
 test fixtures do), or upserting them fails the workflow task."""
 
+PATCH_SNAPSHOT = "fsmflow-run-snapshot"
+"""Marks runs that wait out outages and fail as Temporal failures (see the module doc)."""
+
 DEFAULT_FALLBACK_MESSAGE = "Sorry, I could not process that. Could you say it again?"
 
-
-@dataclass(frozen=True)
-class _AllowedCall:
-    """A tool call the engine allowed, with what the model call that made it cost."""
-
-    call: ToolCallAction
-    usage: dict[str, Any]
+_FAILURE_KINDS: dict[str, WaitKind] = {
+    "LlmRequestRejected": "rejected",
+    "UnknownTier": "deploy",
+}
 
 
-class _NoTurn(Exception):
-    """The state offers neither a move nor a callable tool (see ``turn_schema``)."""
-
-
-def _failure_message(error: BaseException) -> str:
-    """The innermost message of an activity failure, for traces and replies."""
+def _failure(error: BaseException) -> tuple[str, str]:
+    """The type and innermost message of an activity failure."""
     cause = error.__cause__ if isinstance(error, ActivityError) and error.__cause__ else error
-    return str(getattr(cause, "message", None) or cause)
+    if isinstance(cause, ApplicationError):
+        return cause.type or "", cause.message
+    if isinstance(cause, TimeoutError):
+        return "Timeout", f"the call timed out ({cause.type.name.lower() if cause.type else ''})"
+    return type(cause).__name__, str(getattr(cause, "message", None) or cause)
+
+
+def _snapshot_of(carried: Carried, chain_id: str) -> RunSnapshot:
+    """A snapshot of what a run from before snapshots carried across continue-as-new."""
+    return RunSnapshot(
+        agent=ResolvedDefinition(
+            definition=carried.definition,
+            definition_hash=carried.definition_hash,
+            source=carried.source,
+        ),
+        limits=carried.limits,
+        tools=dict(carried.tools),
+        chain_id=carried.chain_id or chain_id,
+        run=carried.run,
+        dialogue=tuple(carried.history),
+        tokens=carried.total_tokens,
+        gate_deadline=carried.gate_deadline,
+    )
 
 
 @workflow.defn(name="AgentWorkflow")
@@ -101,48 +147,47 @@ class AgentWorkflow:
 
     @workflow.init
     def __init__(self, request: AgentWorkflowInput) -> None:
-        """Set up state; a continued run restores what its predecessor carried."""
-        self._request = request
+        """Set up; the snapshot comes from the start (resolved) or the predecessor."""
         self._lock = asyncio.Lock()
+        self._snapshot: RunSnapshot | None = None
+        # Derived from the snapshot (parsed once per run of the chain).
         self._definition: AgentDefinition | None = None
-        self._resolved: ResolvedDefinition | None = None
-        self._limits = RunLimits()
-        self._tools: dict[str, ToolInfo] = {}
-        self._chain_id = workflow.info().first_execution_run_id
-        self._run: RunState | None = None
-        self._history: list[DialogueTurn] = []
-        self._decision: tuple[Decision, str, str] | None = None
-        self._gate_deadline: datetime | None = None
-        self._tokens = 0
-        self._turns = 0
-        self._calling_model = False
-        self._calling_tool = False
-        self._last_call: tuple[str, str, str] | None = None
-        self._published: tuple[str, str] | None = None
-        carried = request.carried
-        if carried is not None:
-            self._resolved = ResolvedDefinition(
-                definition=carried.definition,
-                definition_hash=carried.definition_hash,
-                source=carried.source,
-            )
-            self._definition = AgentDefinition.model_validate(carried.definition)
-            self._limits = carried.limits
-            self._tools = dict(carried.tools)
-            self._chain_id = carried.chain_id or self._chain_id
-            self._run = carried.run
-            self._history = list(carried.history)
-            self._tokens = carried.total_tokens
-            self._gate_deadline = carried.gate_deadline
+        self._bundle_hash = ""
+        # Transient: what the run is doing right now, for the status query.
+        self._busy: Literal["model", "tool"] | None = None
+        # Decisions signalled before the run resolved its definition.
+        self._early: list[tuple[Decision, DecisionInput]] = []
+        self._published: tuple[str, str, str] | None = None
+        self._detailed = ""
+        self._legacy = False
 
     # ----------------------------------------------------------------- main loop
 
     @workflow.run
     async def run(self, request: AgentWorkflowInput) -> AgentResult:
         """Drive the run until it ends; continue as new before history grows large."""
-        if self._run is None:
+        self._legacy = not workflow.patched(PATCH_SNAPSHOT)
+        handed = request.snapshot
+        if handed is None and request.carried is not None:
+            handed = _snapshot_of(request.carried, workflow.info().first_execution_run_id)
+        if handed is not None:
+            if workflow.info().continued_run_id is None and not self._legacy:
+                raise ApplicationError(
+                    "the start input holds a run snapshot, which only fsmflow itself passes "
+                    'when a run continues as new; start a run with "agent" or "definition"',
+                    type="InputRefused",
+                    non_retryable=True,
+                )
+            self._set(handed)
+        else:
             await self._start(request)
         self._publish()
+        for kind, decision in self._early:
+            if self._legacy:
+                workflow.logger.warning("%s signal before the run started: ignored", kind)
+            else:
+                self._record_signal(kind, decision)
+        self._early.clear()
         definition = self._require_definition()
         while not self._state().ended:
             if self._should_continue_as_new():
@@ -150,7 +195,7 @@ class AgentWorkflow:
                     lambda: workflow.all_handlers_finished() and not self._lock.locked()
                 )
                 if not self._state().ended:
-                    workflow.continue_as_new(AgentWorkflowInput(carried=self._carry()))
+                    workflow.continue_as_new(AgentWorkflowInput(snapshot=carry(self._snap())))
             elif self._state().status == "awaiting_approval":
                 await self._await_decision()
             elif definition.mode == "autonomous":
@@ -160,7 +205,17 @@ class AgentWorkflow:
                     lambda: self._state().status != "active" or self._should_continue_as_new()
                 )
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return self._result()
+        result = self._result()
+        if result.status == "failed" and not self._legacy:
+            # A failed agent run is a failed workflow: red in the Web UI, found by
+            # ExecutionStatus="Failed"; the details hold the result with its trace.
+            raise ApplicationError(
+                f"agent run failed: {result.end_reason}",
+                result,
+                type="AgentRunFailed",
+                non_retryable=True,
+            )
+        return result
 
     async def _start(self, request: AgentWorkflowInput) -> None:
         source = request.agent or "inline definition"
@@ -175,7 +230,7 @@ class AgentWorkflow:
             )
         except ActivityError as exc:
             raise ApplicationError(
-                f"definition refused: {_failure_message(exc)}",
+                f"definition refused: {_failure(exc)[1]}",
                 type="DefinitionRefused",
                 non_retryable=True,
             ) from None
@@ -186,11 +241,16 @@ class AgentWorkflow:
             raise ApplicationError(
                 f"initial context refused: {exc}", type="ContextRefused", non_retryable=True
             ) from None
-        self._resolved = resolved.definition
-        self._definition = definition
-        self._limits = resolved.limits
-        self._tools = dict(resolved.tools)
-        self._run = run
+        self._set(
+            RunSnapshot(
+                agent=resolved.definition,
+                limits=resolved.limits,
+                tools=dict(resolved.tools),
+                chain_id=workflow.info().first_execution_run_id,
+                task=request.task,
+                run=run,
+            )
+        )
         workflow.logger.info(
             "run started: agent %s v%s (%s)",
             definition.name,
@@ -200,63 +260,59 @@ class AgentWorkflow:
 
     def _should_continue_as_new(self) -> bool:
         return (
-            self._turns >= self._limits.continue_as_new_after
+            self._snap().turns >= self._snap().limits.continue_as_new_after
             or workflow.info().is_continue_as_new_suggested()
         )
 
-    def _carry(self) -> Carried:
-        run = self._state()
-        resolved = self._resolved
-        assert resolved is not None
-        return Carried(
-            definition=resolved.definition,
-            definition_hash=resolved.definition_hash,
-            source=resolved.source,
-            limits=self._limits,
-            tools=self._tools,
-            chain_id=self._chain_id,
-            run=run.model_copy(update={"trace": run.trace[-self._limits.trace_keep :]}),
-            history=self._history[-self._limits.history_keep :],
-            total_tokens=self._tokens,
-            gate_deadline=self._gate_deadline,
-        )
+    # ------------------------------------------------------------ the snapshot
 
-    # ------------------------------------------------------------ state helpers
+    def _snap(self) -> RunSnapshot:
+        if self._snapshot is None:
+            raise ApplicationError("the run has not started yet (resolving its definition)")
+        return self._snapshot
 
     def _state(self) -> RunState:
-        if self._run is None:
-            raise ApplicationError("the run has not started yet (resolving its definition)")
-        return self._run
+        return self._snap().run
 
     def _require_definition(self) -> AgentDefinition:
         if self._definition is None:
             raise ApplicationError("the run has not started yet (resolving its definition)")
         return self._definition
 
-    def _set_run(self, run: RunState) -> None:
-        self._run = run
+    def _set(self, snapshot: RunSnapshot) -> None:
+        """Replace the snapshot whole, and show where the run is."""
+        if self._snapshot is None or snapshot.agent is not self._snapshot.agent:
+            self._definition = AgentDefinition.model_validate(snapshot.agent.definition)
+            self._bundle_hash = bundle_hash(snapshot.agent.definition, snapshot.tools)
+        self._snapshot = snapshot
         self._publish()
+
+    def _set_run(self, run: RunState) -> None:
+        self._set(self._snap().model_copy(update={"run": run}))
 
     def _publish(self) -> None:
         """Show where the run is: search attributes (Web UI filters) and details."""
-        run = self._state()
+        snapshot = self._snap()
         definition = self._require_definition()
-        key = (run.state, run.status)
-        if key == self._published:
-            return
-        self._published = key
-        workflow.upsert_search_attributes(
-            [
-                FSM_STATE.value_set(run.state),
-                FSM_AGENT.value_set(definition.name),
-                FSM_AWAITING_APPROVAL.value_set(run.status == "awaiting_approval"),
-            ]
-        )
-        details = f"**{definition.name}** in state **{run.state}** ({run.status})"
-        details += f", step {run.step}/{definition.max_steps}"
-        if run.end_reason:
-            details += f": {run.end_reason}"
-        workflow.set_current_details(details)
+        run = snapshot.run
+        status = fsm_status(snapshot)
+        key = (run.state, run.status, status)
+        if key != self._published:
+            self._published = key
+            workflow.upsert_search_attributes(
+                [
+                    FSM_STATE.value_set(run.state),
+                    FSM_AGENT.value_set(definition.name),
+                    FSM_AWAITING_APPROVAL.value_set(run.status == "awaiting_approval"),
+                    FSM_STATUS.value_set(status),
+                ]
+            )
+        text = details(definition, snapshot)
+        if text != self._detailed:
+            # Details are metadata, not a command: kept current (step, a waiting
+            # run's attempts and last error) at no cost to the history.
+            self._detailed = text
+            workflow.set_current_details(text)
 
     # ----------------------------------------------------------------- metrics
 
@@ -270,265 +326,334 @@ class AgentWorkflow:
 
     # ------------------------------------------------------------- model turns
 
-    async def _call_model(self, attempt: int, feedback: str) -> LlmTurnOutput:
+    async def _ask(self, deadline: datetime | None) -> LlmTurnOutput:
+        """One model call for the run's current state (the activity renders the prompt)."""
+        snapshot = self._snap()
         definition = self._require_definition()
-        run = self._state()
-        state = definition.states[run.state]
-        label = f"llm turn: {run.state}" + (f" (re-ask {attempt - 1})" if attempt > 1 else "")
-        try:
-            schema = turn_schema(definition, run, self._tools)
-        except ValueError as exc:
-            raise _NoTurn(str(exc)) from None
+        run = snapshot.run
+        progress = snapshot.progress
+        fallback = use_fallback(snapshot.limits, progress)
+        label = f"llm turn: {run.state}"
+        if progress is not None and progress.invalid:
+            label += f" (re-ask {progress.invalid})"
+        if fallback and not self._legacy:
+            label += " (fallback)"
         request = LlmTurnInput(
-            tier=state.model,
-            messages=build_messages(
-                definition,
-                run,
-                self._history,
-                task=self._request.task,
-                feedback=feedback,
-                tools=self._tools,
-            ),
-            schema_name=f"{definition.name}_{run.state}_turn",
-            turn_schema=schema,
+            bundle_hash=self._bundle_hash,
+            run=run.model_copy(update={"trace": ()}),
+            dialogue=dialogue_window(definition, run, snapshot.dialogue),
+            task=snapshot.task,
+            feedback=progress.feedback if progress is not None else "",
+            fallback=fallback and not self._legacy,
             label=f"{definition.name}/{run.state}",
         )
-        self._calling_model = True
+        timeout = policies.LLM_TIMEOUT
+        if deadline is not None:
+            timeout = min(timeout, max(deadline - workflow.now(), timedelta(seconds=1)))
+        self._busy = "model"
         try:
-            return await workflow.execute_activity(
-                "fsmflow.llm_turn",
-                request,
-                result_type=LlmTurnOutput,
-                start_to_close_timeout=policies.LLM_TIMEOUT,
-                heartbeat_timeout=policies.LLM_HEARTBEAT_TIMEOUT,
-                retry_policy=policies.LLM_RETRY,
-                summary=label,
-            )
+            while True:
+                try:
+                    return await workflow.execute_activity(
+                        "fsmflow.llm_turn",
+                        request,
+                        result_type=LlmTurnOutput,
+                        start_to_close_timeout=timeout,
+                        schedule_to_close_timeout=timeout if deadline is not None else None,
+                        heartbeat_timeout=policies.LLM_HEARTBEAT_TIMEOUT,
+                        retry_policy=policies.LEGACY_LLM_RETRY
+                        if self._legacy
+                        else policies.LLM_RETRY,
+                        summary=label,
+                    )
+                except ActivityError as exc:
+                    if _failure(exc)[0] != "BundleMissing" or request.bundle is not None:
+                        raise
+                    # This worker has not seen the run's definition: send it once.
+                    bundle = AgentBundle(definition=snapshot.agent.definition, tools=snapshot.tools)
+                    request = request.model_copy(update={"bundle": bundle})
         finally:
-            self._calling_model = False
+            self._busy = None
 
-    def _judge(self, output: LlmTurnOutput) -> tuple[TurnDecision | _AllowedCall | None, str]:
-        """Parse and apply a reply; returns the applied turn (or allowed tool call)."""
-        definition = self._require_definition()
-        run = self._state()
-        # What the call cost goes on whichever trace entry the reply produces.
-        usage: dict[str, Any] = {
-            "model": output.model,
-            "tokens": output.tokens,
-            "latency_ms": output.latency_ms,
-        }
-        self._count("fsmflow_tokens", output.tokens, state=run.state, model=output.model)
-        if output.problem is not None:
-            kind = "invalid_json" if "not valid JSON" in output.problem else "schema"
-            self._count("fsmflow_rejections", state=run.state, reason=kind)
-            self._set_run(record_rejection(run, output.problem, **usage))
-            return None, output.problem
-        try:
-            parsed = parse_turn(definition, output.parsed or output.content)
-        except TurnParseError as exc:
-            self._count("fsmflow_rejections", state=run.state, reason="shape")
-            reason = str(exc)
-            self._set_run(record_rejection(run, reason, **usage))
-            return None, reason
-        if isinstance(parsed, AutonomousDecision) and isinstance(parsed.action, ToolCallAction):
-            call = parsed.action
-            problem = tool_call_problem(definition, run, call.tool, call.arguments, self._tools)
-            if problem is None:
-                return _AllowedCall(call, usage), ""
-            self._count("fsmflow_rejections", state=run.state, reason="tool")
-            self._set_run(
-                record_rejection(
-                    run, problem, target=run.state, kind="tool_call", tool=call.tool, **usage
-                )
-            )
-            return None, problem
-        if isinstance(parsed, AutonomousDecision):
-            action = parsed.action
-            assert not isinstance(action, ToolCallAction)
-            turn = TurnDecision(
-                target_state=action.target_state,
-                context_update=action.context_update,
-                reasoning=parsed.reasoning,
-            )
-        else:
-            turn = parsed
-        result = apply_turn(definition, run, turn, **usage)
-        self._set_run(result.run)
-        if not result.accepted:
-            self._count("fsmflow_rejections", state=run.state, reason="engine")
-            return None, result.reason
-        self._count("fsmflow_transitions", from_state=run.state, to_state=turn.target_state)
-        return turn, ""
+    async def _decide_turn(self, *, conversation: bool) -> Judgement | str | None:
+        """Ask the model until a reply is applied (a turn) or allowed (a tool call).
 
-    async def _valid_turn(self) -> tuple[TurnDecision | _AllowedCall | None, str]:
-        """Ask the model until a reply is applied, re-asking with the reason."""
-        feedback = ""
+        Failures escalate as ``fsm.judge`` decides: re-asks with the reason, then
+        the fallback model, then (for a model that is down or keeps replying
+        invalid turns) a durable pause and another round, without limit in an
+        autonomous run; the state's ``on_invalid`` rule may fail or move the run
+        instead. A conversation turn gives up at its deadline.
+
+        Returns:
+            The judgement of the applied reply; or why the turn ended without one
+            (the run may have ended or moved); or None when an autonomous run
+            should continue as new before it waits any longer.
+        """
+        limits = self._snap().limits
+        deadline = (
+            workflow.now() + timedelta(seconds=limits.turn_timeout_seconds)
+            if conversation and not self._legacy
+            else None
+        )
         self._count("fsmflow_turns", state=self._state().state)
-        for attempt in range(1, self._limits.max_reasks + 2):
-            if attempt > 1:
-                self._count("fsmflow_reasks", state=self._state().state)
+        while True:
+            snapshot = self._snap()
+            definition = self._require_definition()
+            wait = snapshot.progress.wait if snapshot.progress is not None else None
+            if wait is not None and wait.retry_at is not None:
+                pause = wait.retry_at - workflow.now()
+                if deadline is not None and workflow.now() + pause >= deadline:
+                    return f"no valid reply within {limits.turn_timeout_seconds:g} s: " + (
+                        wait.last_error
+                    )
+                if deadline is None and self._should_continue_as_new():
+                    return None
+                if pause > timedelta(0):
+                    await workflow.sleep(pause, summary=f"waiting for the model ({wait.kind})")
+            reason = no_turn_reason(definition, snapshot.run, snapshot.tools)
+            if reason is not None:
+                return reason
+            if (snapshot.progress or TurnProgress()).invalid:
+                self._count("fsmflow_reasks", state=snapshot.run.state)
             try:
-                output = await self._call_model(attempt, feedback)
+                reply = await self._ask(deadline)
             except ActivityError as exc:
-                self._count("fsmflow_rejections", state=self._state().state, reason="model_error")
-                reason = f"model call failed: {_failure_message(exc)}"
-                self._set_run(record_rejection(self._state(), reason))
-                return None, reason
-            except _NoTurn as exc:
-                return None, str(exc)
-            self._tokens += output.tokens
-            turn, feedback = self._judge(output)
-            if turn is not None:
-                return turn, ""
-        attempts = self._limits.max_reasks + 1
-        return None, f"no valid turn after {attempts} attempts; last problem: {feedback}"
+                outcome = self._model_failed(exc, conversation=conversation, deadline=deadline)
+                if outcome is not None:
+                    return outcome
+                continue
+            self._set(
+                self._snap().model_copy(update={"tokens": self._snap().tokens + reply.tokens})
+            )
+            judgement = self._judge(reply)
+            if judgement.accepted:
+                self._set(self._snap().model_copy(update={"progress": None}))
+                return judgement
+            progress = note_invalid(self._snap().progress, judgement.problem)
+            self._set(self._snap().model_copy(update={"progress": progress}))
+            if not reasks_spent(limits, progress):
+                continue
+            if self._legacy:
+                attempts = limits.max_reasks + 1
+                return f"no valid turn after {attempts} attempts; last problem: {judgement.problem}"
+            before = self._state()
+            self._set(
+                give_up_invalid(definition, self._snap(), workflow.now(), conversation=conversation)
+            )
+            after = self._state()
+            if conversation or after.ended or after.state != before.state:
+                return f"no valid turn after {progress.invalid} attempts: {judgement.problem}"
+
+    def _model_failed(
+        self, exc: ActivityError, *, conversation: bool, deadline: datetime | None
+    ) -> str | None:
+        """Record a failed model call; returns why the turn ends, or None to try again."""
+        kind_name, message = _failure(exc)
+        reason = f"model call failed: {message}"
+        state = self._state().state
+        self._count("fsmflow_rejections", state=state, reason="model_error")
+        if kind_name == "NoTurn":
+            return message
+        snapshot = self._snap()
+        progress = snapshot.progress
+        last = progress.wait.last_error if progress is not None and progress.wait else None
+        if last != reason:
+            # One trace entry per distinct error, however long the outage lasts.
+            self._set_run(record_rejection(self._state(), reason))
+        if self._legacy:
+            return reason
+        kind = _FAILURE_KINDS.get(kind_name, "unavailable")
+        progress = note_failure(progress, kind, reason, workflow.now(), snapshot.limits)
+        self._set(self._snap().model_copy(update={"progress": progress}))
+        if conversation and (kind == "rejected" or (deadline and workflow.now() >= deadline)):
+            return reason
+        if kind == "deploy" and deploy_grace_over(snapshot.limits, progress, workflow.now()):
+            self._set(fail_after_grace(self._snap(), f"model tier {state!r}'s model", message))
+            return reason
+        return None
+
+    def _judge(self, reply: LlmTurnOutput) -> Judgement:
+        """Let the engine judge a reply; the snapshot takes the run it returns."""
+        definition = self._require_definition()
+        before = self._state()
+        self._count("fsmflow_tokens", reply.tokens, state=before.state, model=reply.model)
+        judgement = judge_reply(definition, before, reply, self._snap().tools)
+        self._set_run(judgement.run)
+        if judgement.rejection is not None:
+            self._count("fsmflow_rejections", state=before.state, reason=judgement.rejection)
+        elif judgement.turn is not None:
+            target = judgement.turn.target_state
+            self._count("fsmflow_transitions", from_state=before.state, to_state=target)
+        return judgement
 
     async def _autonomous_turn(self) -> None:
         before = self._state()
-        turn, reason = await self._valid_turn()
-        self._turns += 1
-        if isinstance(turn, _AllowedCall):
-            await self._run_tool(turn)
+        outcome = await self._decide_turn(conversation=False)
+        if outcome is None:
+            return  # continue as new first; the wait goes on in the next run
+        self._set(self._snap().model_copy(update={"turns": self._snap().turns + 1}))
+        if isinstance(outcome, str):
+            if not self._state().ended and self._state().state == before.state:
+                self._set_run(fail_run(self._state(), f"in state {before.state!r}: {outcome}"))
             return
-        after = self._state()
-        if turn is None:
-            self._set_run(fail_run(after, f"in state {before.state!r}: {reason}"))
-        elif after.state == before.state and after.context == before.context:
-            # At temperature 0 an unchanged prompt gets the same reply again; say
-            # so, so the next prompt differs and the model can make progress.
-            self._history.append(
-                DialogueTurn(
-                    role="user",
-                    text=f"Your last step stayed in {before.state!r} and changed nothing. "
-                    "Make progress: fill in the keys this state collects, or move on.",
-                )
-            )
-            del self._history[: -self._limits.history_keep]
+        if outcome.call is not None:
+            await self._run_tool(outcome.call, outcome.usage)
+            return
+        self._set(after_autonomous_turn(self._require_definition(), before, self._snap()))
 
     # ------------------------------------------------------------------ tools
 
-    async def _run_tool(self, allowed: _AllowedCall) -> None:
+    async def _run_tool(self, call: ToolCallAction, usage: Usage) -> None:
         """Execute an allowed call as an activity; its result is the next prompt's news."""
         definition = self._require_definition()
-        run = self._state()
-        call = allowed.call
-        info = self._tools[call.tool]
+        snapshot = self._snap()
+        run = snapshot.run
+        info = snapshot.tools[call.tool]
         workflow_id = workflow.info().workflow_id
-        key = f"{workflow_id}/{self._chain_id}/{run.step}/{run.tool_calls}"
-        self._calling_tool = True
-        try:
-            output = await workflow.execute_activity(
-                "fsmflow.run_tool",
-                RunToolInput(
+        request = RunToolInput(
+            tool=call.tool,
+            arguments=call.arguments,
+            idempotency_key=tool_call_key(workflow_id, snapshot.chain_id, run, call),
+            workflow_id=workflow_id,
+            chain_id=snapshot.chain_id,
+            step=run.step,
+            call_index=run.tool_calls,
+            writes=info.writes,
+            label=f"{definition.name}/{run.state}",
+        )
+        while True:
+            self._busy = "tool"
+            try:
+                output = await workflow.execute_activity(
+                    "fsmflow.run_tool",
+                    request,
+                    result_type=ToolOutput,
+                    start_to_close_timeout=timedelta(seconds=info.timeout_seconds),
+                    heartbeat_timeout=timedelta(seconds=info.heartbeat_seconds),
+                    retry_policy=policies.tool_retry(info.max_attempts),
+                    summary=f"tool: {call.tool} ({run.state})",
+                )
+                break
+            except ActivityError as exc:
+                kind_name, message = _failure(exc)
+                if kind_name == "UnknownTool" and not self._legacy:
+                    # A rolling deploy: wait for a worker that has the tool, a while.
+                    progress = note_failure(
+                        self._snap().progress, "deploy", message, workflow.now(), snapshot.limits
+                    )
+                    self._set(self._snap().model_copy(update={"progress": progress}))
+                    if not deploy_grace_over(snapshot.limits, progress, workflow.now()):
+                        assert progress.wait is not None and progress.wait.retry_at is not None
+                        await workflow.sleep(
+                            progress.wait.retry_at - workflow.now(),
+                            summary=f"waiting for a worker with tool {call.tool}",
+                        )
+                        continue
+                    self._set(fail_after_grace(self._snap(), f"tool {call.tool!r}", message))
+                    self._count(
+                        "fsmflow_tool_calls", state=run.state, tool=call.tool, outcome="failed"
+                    )
+                    return
+                reason = f"tool {call.tool!r} failed: {message}"
+                self._count("fsmflow_tool_calls", state=run.state, tool=call.tool, outcome="failed")
+                failed = record_rejection(
+                    run,
+                    reason,
+                    target=run.state,
+                    kind="tool_call",
                     tool=call.tool,
-                    arguments=call.arguments,
-                    idempotency_key=key,
-                    workflow_id=workflow_id,
-                    chain_id=self._chain_id,
-                    step=run.step,
-                    call_index=run.tool_calls,
-                    writes=info.writes,
-                    label=f"{definition.name}/{run.state}",
-                ),
-                result_type=ToolOutput,
-                start_to_close_timeout=timedelta(seconds=info.timeout_seconds),
-                heartbeat_timeout=timedelta(seconds=info.heartbeat_seconds),
-                retry_policy=policies.tool_retry(info.max_attempts),
-                summary=f"tool: {call.tool} ({run.state})",
-            )
-        except ActivityError as exc:
-            reason = f"tool {call.tool!r} failed: {_failure_message(exc)}"
-            self._count("fsmflow_tool_calls", state=run.state, tool=call.tool, outcome="failed")
-            failed = record_rejection(
-                run, reason, target=run.state, kind="tool_call", tool=call.tool, **allowed.usage
-            )
-            self._set_run(fail_run(failed, f"in state {run.state!r}: {reason}"))
-            return
-        finally:
-            self._calling_tool = False
+                    **usage.fields(),
+                )
+                self._set_run(fail_run(failed, f"in state {run.state!r}: {reason}"))
+                return
+            finally:
+                self._busy = None
         outcome = "ok" if output.ok else "tool_error"
         self._count("fsmflow_tool_calls", state=run.state, tool=call.tool, outcome=outcome)
         account = f"ok, {output.result_chars} chars" if output.ok else output.text[:200]
         if output.artifacts:
             account += f"; artifacts: {', '.join(output.artifacts)}"
-        self._set_run(
-            record_tool_call(
+        self._set(
+            after_tool_call(
                 definition,
-                run,
-                call.tool,
+                self._snap(),
+                call,
+                usage,
                 ok=output.ok,
+                text=output.text,
                 outcome=account,
                 artifacts=output.artifacts,
                 values=output.values,
-                **allowed.usage,
             )
         )
-        self._history.append(DialogueTurn(role="tool", text=f"{call.tool}: {output.text}"))
-        signature = (run.state, call.tool, json.dumps(call.arguments, sort_keys=True))
-        if signature == self._last_call:
-            # The same call again gets the same result; say so (as for a stay that
-            # changed nothing), so the next prompt differs and the model moves on.
-            moves = ", ".join(allowed_targets(definition, self._state())) or "none yet"
-            self._history.append(
-                DialogueTurn(
-                    role="user",
-                    text=f"You called {call.tool} with the same arguments as before; its "
-                    f"result is above. Make progress: move on (allowed: {moves}) or call "
-                    "another tool.",
-                )
-            )
-        self._last_call = signature
-        del self._history[: -self._limits.history_keep]
 
     # ---------------------------------------------------------- conversation
 
     @workflow.update
     async def send_message(self, message: MessageInput) -> Reply:
-        """Handle one user message; returns the agent's reply and the state after it."""
+        """Handle one user message; returns the agent's reply and the state after it.
+
+        The update id makes a message idempotent: a retried update with the id of
+        an answered message returns that reply and changes nothing.
+        """
+        update = workflow.current_update_info()
+        update_id = update.id if update is not None else None
         async with self._lock:
-            await workflow.wait_condition(lambda: self._run is not None)
+            await workflow.wait_condition(lambda: self._snapshot is not None)
+            known = answered_reply(self._snap(), update_id)
+            if known is not None:
+                return known
             # The run may have moved on while this message waited for the lock.
             problem = self._message_problem(message)
             if problem is not None:
                 raise ApplicationError(problem, type="MessageRejected", non_retryable=True)
-            self._history.append(DialogueTurn(role="user", text=message.text))
-            turn, _ = await self._valid_turn()
-            self._turns += 1
-            run = self._state()
-            if isinstance(turn, TurnDecision):
-                text = turn.message
+            self._set(push_dialogue(self._snap(), DialogueTurn(role="user", text=message.text)))
+            asked_in = self._state().state
+            outcome = await self._decide_turn(conversation=True)
+            snapshot = self._snap()
+            self._set(snapshot.model_copy(update={"turns": snapshot.turns + 1}))
+            if isinstance(outcome, Judgement) and outcome.turn is not None:
+                text, reason = outcome.turn.message, ""
             else:
-                text = (
-                    self._require_definition().states[run.state].fallback_message
-                    or DEFAULT_FALLBACK_MESSAGE
-                )
-            self._history.append(DialogueTurn(role="agent", text=text))
-            del self._history[: -self._limits.history_keep]
-            return Reply(
+                reason = outcome if isinstance(outcome, str) else "no valid turn"
+                state = self._require_definition().states[asked_in]
+                text = state.fallback_message or DEFAULT_FALLBACK_MESSAGE
+                self._set(unanswered(self._snap(), reason))
+            self._set(push_dialogue(self._snap(), DialogueTurn(role="agent", text=text)))
+            run = self._state()
+            reply = Reply(
                 message=text,
                 state=run.state,
                 status=run.status,
-                accepted=turn is not None,
+                accepted=not reason,
                 step=run.step,
+                reason=reason,
             )
+            self._set(remember_reply(self._snap(), update_id, reply))
+            return reply
 
     @send_message.validator
     def _validate_message(self, message: MessageInput) -> None:
+        update = workflow.current_update_info()
+        if self._snapshot is not None and update is not None:
+            if answered_reply(self._snapshot, update.id) is not None:
+                return  # a retry of an answered message: the handler returns its reply
         problem = self._message_problem(message)
         if problem is not None:
             raise ValueError(problem)
 
     def _message_problem(self, message: MessageInput) -> str | None:
+        limits = self._snapshot.limits if self._snapshot is not None else None
         if not message.text.strip():
             return "the message is empty"
-        if len(message.text) > self._limits.max_message_chars:
+        if limits is not None and len(message.text) > limits.max_message_chars:
             return (
                 f"the message has {len(message.text)} characters; "
-                f"the limit is {self._limits.max_message_chars}"
+                f"the limit is {limits.max_message_chars}"
             )
         if self._definition is not None and self._definition.mode == "autonomous":
             return "this is an autonomous run; it takes no messages"
-        run = self._run
+        run = self._snapshot.run if self._snapshot is not None else None
         if run is not None and run.ended:
             return f"the run has ended ({run.end_reason})"
         if run is not None and run.status == "awaiting_approval":
@@ -544,40 +669,54 @@ class AgentWorkflow:
         assert gate is not None
         timeout = None
         if gate.timeout_seconds is not None:
-            if self._gate_deadline is None:
-                self._gate_deadline = workflow.now() + timedelta(seconds=gate.timeout_seconds)
-            timeout = max(self._gate_deadline - workflow.now(), timedelta(0))
+            if self._snap().gate_deadline is None:
+                deadline = workflow.now() + timedelta(seconds=gate.timeout_seconds)
+                self._set(self._snap().model_copy(update={"gate_deadline": deadline}))
+            deadline = self._snap().gate_deadline
+            assert deadline is not None
+            timeout = max(deadline - workflow.now(), timedelta(0))
         try:
             await workflow.wait_condition(
-                lambda: self._decision is not None,
+                lambda: self._snap().pending is not None,
                 timeout=timeout,
                 timeout_summary=f"approval timeout: {run.state} -> {gate.on_timeout}",
             )
-        except TimeoutError:
-            self._gate_deadline = None
-            self._set_run(apply_decision(definition, run, "timeout").run)
+        except builtins.TimeoutError:
+            timed_out = apply_decision(definition, run, "timeout").run
+            self._set(self._snap().model_copy(update={"gate_deadline": None, "run": timed_out}))
             return
-        assert self._decision is not None
-        kind, by, comment = self._decision
-        self._decision = None
-        result = apply_decision(definition, self._state(), kind, by=by or None, comment=comment)
+        pending = self._snap().pending
+        assert pending is not None
+        result = apply_decision(
+            definition,
+            self._state(),
+            pending.decision,
+            by=pending.by or None,
+            comment=pending.comment,
+        )
+        changes: dict[str, Any] = {"pending": None, "run": result.run}
         if result.accepted:
-            self._gate_deadline = None
-        self._set_run(result.run)
+            changes["gate_deadline"] = None
+        self._set(self._snap().model_copy(update=changes))
 
     def _record_signal(self, kind: Decision, decision: DecisionInput) -> None:
-        run = self._run
+        snapshot = self._snapshot
         by = decision.by or None
-        if run is None:
-            workflow.logger.warning("%s signal before the run started: ignored", kind)
-        elif self._decision is not None:
+        if snapshot is None:
+            # Not started yet (resolving its definition): judged once it has.
+            self._early.append((kind, decision))
+            return
+        run = snapshot.run
+        if snapshot.pending is not None:
             reason = f"ignored: a decision is already pending at {run.state!r}"
             self._set_run(record_rejection(run, reason, kind=kind, by=by))
         elif run.status != "awaiting_approval":
             # The engine rejects it ("no approval gate is open") and traces that.
             self._set_run(apply_decision(self._require_definition(), run, kind, by=by).run)
         else:
-            self._decision = (kind, decision.by, decision.comment)
+            assert kind != "timeout"
+            pending = PendingDecision(decision=kind, by=decision.by, comment=decision.comment)
+            self._set(snapshot.model_copy(update={"pending": pending}))
 
     @workflow.signal
     def approve(self, decision: DecisionInput) -> None:
@@ -592,18 +731,23 @@ class AgentWorkflow:
     @workflow.update
     async def decide(self, decision: DecideInput) -> DecisionResult:
         """Approve or reject at the open gate; returns where the run went."""
-        self._decision = (decision.decision, decision.by, decision.comment)
-        await workflow.wait_condition(lambda: self._decision is None)
+        pending = PendingDecision(
+            decision=decision.decision, by=decision.by, comment=decision.comment
+        )
+        self._set(self._snap().model_copy(update={"pending": pending}))
+        await workflow.wait_condition(lambda: self._snap().pending is None)
         run = self._state()
         return DecisionResult(state=run.state, status=run.status)
 
     @decide.validator
     def _validate_decision(self, decision: DecideInput) -> None:
-        run = self._run
+        snapshot = self._snapshot
+        run = snapshot.run if snapshot is not None else None
         if run is None or run.status != "awaiting_approval":
             where = f" (state {run.state!r}, {run.status})" if run is not None else ""
             raise ValueError(f"no approval gate is open{where}")
-        if self._decision is not None:
+        assert snapshot is not None
+        if snapshot.pending is not None:
             raise ValueError("a decision is already being applied")
         gate = self._require_definition().states[run.state].approval
         if gate is not None and gate.approvers and decision.by not in gate.approvers:
@@ -617,31 +761,38 @@ class AgentWorkflow:
     @workflow.query
     def status(self) -> AgentStatus:
         """Where the run is and what it waits for."""
-        run = self._state()
+        snapshot = self._snap()
+        run = snapshot.run
         definition = self._require_definition()
+        wait = snapshot.progress.wait if snapshot.progress is not None else None
         if run.ended:
             waiting = "nothing"
         elif run.status == "awaiting_approval":
             waiting = "approval"
-        elif self._calling_model:
-            waiting = "model"
-        elif self._calling_tool:
-            waiting = "tool"
+        elif self._busy is not None or wait is not None:
+            waiting = self._busy or "model"
         else:
             waiting = "message" if definition.mode == "conversation" else "model"
-        assert self._resolved is not None
+        pending = snapshot.pending
         return AgentStatus(
             agent=definition.name,
             version=definition.version,
-            definition_hash=self._resolved.definition_hash,
+            definition_hash=snapshot.agent.definition_hash,
             state=run.state,
             status=run.status,
             step=run.step,
             max_steps=definition.max_steps,
             waiting_for=waiting,  # type: ignore[arg-type]
             end_reason=run.end_reason,
-            total_tokens=self._tokens,
-            turns=self._turns,
+            total_tokens=snapshot.tokens,
+            turns=snapshot.turns,
+            fsm_status=fsm_status(snapshot),
+            waiting_since=wait.since if wait is not None else None,
+            model_failures=wait.failures if wait is not None else 0,
+            last_error=wait.last_error if wait is not None else "",
+            pending_decision=f"{pending.decision} by {pending.by or 'anonymous'}"
+            if pending is not None
+            else None,
         )
 
     @workflow.query
@@ -655,7 +806,8 @@ class AgentWorkflow:
         return redact(self._require_definition(), self._state().context)
 
     def _result(self) -> AgentResult:
-        run = self._state()
+        snapshot = self._snap()
+        run = snapshot.run
         definition = self._require_definition()
         return AgentResult(
             agent=definition.name,
@@ -664,6 +816,6 @@ class AgentWorkflow:
             end_reason=run.end_reason,
             context=redact(definition, run.context),
             steps=run.step,
-            total_tokens=self._tokens,
+            total_tokens=snapshot.tokens,
             trace=list(run.trace),
         )

@@ -21,12 +21,24 @@ LLM_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 LLM_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=4),
+    maximum_attempts=3,
+    non_retryable_error_types=["LlmRequestRejected", "UnknownTier", "BundleMissing", "NoTurn"],
+)
+"""A blip (transport error, 408/409/429/5xx, timeout) is retried at once, a few
+times; a longer outage is the workflow's to wait out: it records that it waits,
+pauses on a durable timer (backoff up to ``FSMFLOW_BACKOFF_MAX``) and asks again,
+with no attempt limit in autonomous runs and up to ``FSMFLOW_TURN_TIMEOUT`` in a
+conversation turn."""
+
+LEGACY_LLM_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=8,
-    non_retryable_error_types=["LlmRequestRejected", "UnknownTier"],
+    non_retryable_error_types=["LlmRequestRejected", "UnknownTier", "BundleMissing", "NoTurn"],
 )
-"""Transport errors, 429/5xx, timeouts and cut-off replies are retried; after the
-last attempt the turn fails in the defined way (fallback reply or failed run)."""
+"""The policy of runs started before run snapshots (they fail after it, as they did)."""
 
 
 TOOL_RETRY_INITIAL = timedelta(seconds=1)
@@ -36,13 +48,15 @@ TOOL_RETRY_MAX_INTERVAL = timedelta(seconds=30)
 def tool_retry(max_attempts: int) -> RetryPolicy:
     """A tool call's retry policy: its own attempts, the shared backoff.
 
-    A failure that retrying cannot fix (unknown tool, bad arguments) is not retried;
-    after the last attempt the call is recorded in the trace and the turn fails.
+    A failure that retrying cannot fix here (bad arguments, a conflicting
+    idempotency key) is not retried; a tool this worker lacks is not retried here
+    either, the workflow waits for a worker that has it (a rolling deploy). After
+    the last attempt the call is recorded in the trace and the run fails.
     """
     return RetryPolicy(
         initial_interval=TOOL_RETRY_INITIAL,
         backoff_coefficient=2.0,
         maximum_interval=TOOL_RETRY_MAX_INTERVAL,
         maximum_attempts=max_attempts,
-        non_retryable_error_types=["UnknownTool", "ToolArgumentsInvalid"],
+        non_retryable_error_types=["UnknownTool", "ToolArgumentsInvalid", "IdempotencyConflict"],
     )

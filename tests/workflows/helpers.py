@@ -6,7 +6,12 @@ import asyncio
 import uuid
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+)
 from temporalio.service import RPCError
 
 from schemas.run import TraceEntry
@@ -21,6 +26,7 @@ from schemas.workflow import (
     Reply,
 )
 from tests.llm_server import call, move
+from workers.client import run_result
 from workers.settings import Settings
 
 Handle = WorkflowHandle[Any, AgentResult]
@@ -34,6 +40,19 @@ async def start(client: Client, settings: Settings, **request: Any) -> Handle:
         task_queue=settings.task_queue,
         result_type=AgentResult,
     )
+
+
+final_result = run_result
+"""The result of a run however it ended (a failed run is a Temporal failure)."""
+
+
+async def failed_result(handle: Handle) -> AgentResult:
+    """The result of a run that ended ``failed``, checking it closed as a Temporal failure."""
+    result = await run_result(handle)
+    description = await handle.describe()
+    assert result.status == "failed", result
+    assert description.status == WorkflowExecutionStatus.FAILED, description.status
+    return result
 
 
 def latest(client: Client, handle: Handle) -> Handle:

@@ -4,6 +4,7 @@ failure on exhaustion. The research example with tools is in test_tools.py."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +16,14 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import running_worker
 from tests.llm_server import ScriptedLlm, call, move
-from tests.workflows.helpers import decide, send, signal, start, wait_for_status
+from tests.workflows.helpers import (
+    decide,
+    failed_result,
+    send,
+    signal,
+    start,
+    wait_for_status,
+)
 from workers.client import register_search_attributes
 from workers.settings import Settings
 
@@ -124,9 +132,11 @@ async def test_exhausted_re_asks_fail_the_run_naming_the_cause(
         call("web_search", query="fsm"),
         move("published", notes="facts"),
     )
+    definition = copy.deepcopy(REVIEW_LOOP)
+    definition["states"]["research"]["on_invalid"] = "fail"
     async with running_worker(client, settings):
-        handle = await start(client, settings, definition=REVIEW_LOOP, task=TASK)
-        result = await handle.result()
+        handle = await start(client, settings, definition=definition, task=TASK)
+        result = await failed_result(handle)
     assert result.status == "failed"
     assert result.end_reason is not None
     assert result.end_reason.startswith("in state 'research': no valid turn after 3 attempts")

@@ -17,6 +17,7 @@ import yaml
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from fsm.tools import call_identity
 from schemas.workflow import AgentResult, AgentWorkflowInput
 from tests.conftest import EXAMPLES, RESEARCH_TOOLS, ROOT
 from tests.llm_server import ScriptedLlm, call, move
@@ -193,9 +194,11 @@ async def test_sigkill_after_a_side_effect_then_a_new_worker_does_not_repeat_it(
     assert result.state == "done", result.end_reason
     lines = effects.read_text().splitlines()
     assert len(lines) == 1 and lines[0].endswith(" charge the card")
-    # The idempotency key: workflow id, the chain's first run id, step, call index.
+    # The idempotency key: workflow id, the chain's first run id, step, call index
+    # and the call's identity (tool and arguments).
     key = lines[0].split(" ")[0]
-    assert key == f"{handle.id}/{handle.result_run_id}/0/0"
+    identity = call_identity("append_effect", {"text": "charge the card"})
+    assert key == f"{handle.id}/{handle.result_run_id}/0/0/{identity}"
     call_entry = next(e for e in result.trace if e.kind == "tool_call")
     assert call_entry.tool == "append_effect" and call_entry.accepted
     history = await handle.fetch_history()
@@ -204,5 +207,6 @@ async def test_sigkill_after_a_side_effect_then_a_new_worker_does_not_repeat_it(
         for e in history.events
         if e.HasField("activity_task_started_event_attributes")
     ]
-    # resolve, llm, run_tool (second attempt after the kill), llm
-    assert attempts == [1, 1, 2, 1]
+    # resolve, llm, run_tool (second attempt after the kill), then llm on the new
+    # worker twice: it asks for the run's definition first (BundleMissing).
+    assert attempts == [1, 1, 2, 1, 1]

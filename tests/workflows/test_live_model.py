@@ -16,7 +16,7 @@ from fsm.loader import load_file
 from schemas.run import TraceEntry
 from tests.conftest import EXAMPLES, ROOT, free_port, make_settings, running_worker
 from tests.llm_server import ScriptedLlm
-from tests.workflows.helpers import send, start, wait_for_status
+from tests.workflows.helpers import final_result, send, start, wait_for_status
 from workers import local_llm
 from workers.demo import illegal_moves
 from workers.settings import DEFAULT_LOCAL_MODEL
@@ -95,7 +95,7 @@ async def test_research_agent_on_the_embedded_model(
         status = await wait_for_status(handle, lambda s: s.status != "active", timeout=240)
         if status.status == "awaiting_approval":
             await handle.signal("approve", {"by": "ci", "comment": "live test"})
-        result = await handle.result()
+        result = await final_result(handle)
     assert result.status in ("completed", "failed", "max_steps")
     assert illegal_moves(definition, result.trace) == []
     assert result.total_tokens > 0

@@ -15,10 +15,12 @@ from tests.conftest import RESEARCH_TOOLS, make_settings, running_worker
 from tests.llm_server import ScriptedLlm, call, move
 from tests.workflows.helpers import (
     DRAFT_REF,
+    failed_result,
     research_publish,
     research_to_the_gate,
     signal,
     start,
+    trace,
     wait_for_status,
 )
 from workers.settings import Settings
@@ -123,11 +125,24 @@ async def test_research_cannot_skip_its_tools(
     )
     async with running_worker(client, settings):
         handle = await start(client, settings, agent="research", task="Durable execution")
-        result = await handle.result()
+        # Three invalid replies spend the round of re-asks; 'research' leaves it
+        # to the default on_invalid (wait): the run pauses, says why, and asks again.
+        waiting = await wait_for_status(handle, lambda s: s.fsm_status == "waiting_for_model")
+        llm.script(model_name, call("search_corpus", query="durable execution", limit=2))
+        await wait_for_status(handle, lambda s: s.step == 1)
+        entries = await trace(handle)
+        await handle.terminate("test over")
     # 'write' needs a successful search_corpus call, and research forbids staying:
     # calling a tool is the only declaration the schema offers.
-    assert result.status == "failed"
-    assert "at action: kind 'transition' is not one of ['call_tool']" in (result.end_reason or "")
+    assert "at action: kind 'transition' is not one of ['call_tool']" in waiting.last_error
+    assert waiting.last_error.startswith("no valid turn after 3 attempts")
+    assert waiting.state == "research" and waiting.step == 0 and waiting.waiting_since
+    assert [(e.kind, e.accepted) for e in entries][:4] == [
+        ("turn", False),
+        ("turn", False),
+        ("turn", False),
+        ("tool_call", True),
+    ]
 
 
 async def test_disallowed_tools_and_bad_arguments_never_execute(
@@ -208,7 +223,7 @@ async def test_a_failing_tool_is_retried_then_fails_the_run(
     llm.script(model_name, move("work"), call("explode"))
     async with running_worker(client, spy_settings):
         handle = await start(client, spy_settings, definition=SPY_AGENT)
-        result = await handle.result()
+        result = await failed_result(handle)
     # The definition's max_attempts (2) overrides the registration's (5).
     assert executed(spy_log) == ["explode", "explode"]
     assert result.status == "failed"
