@@ -10,20 +10,23 @@ formats other frameworks expect: OpenAI, Anthropic and Google GenAI.
 This module is also what a tool author imports: ``ToolContext`` (the call's
 idempotency key, the effect ledger and the artifact store), ``Artifact`` (a
 parameter type: the full content of an earlier result, passed by reference) and
-``ToolError`` (an error the model should read). Executing tools is the activity
-``fsmflow.run_tool`` in ``activities/tools.py``; the stores live there too.
+``ToolError`` (an error the model should read). ``call_identity`` names a call (its
+tool and arguments) for its idempotency key and the effect ledger. Executing tools
+is the activity ``fsmflow.run_tool`` in ``activities/tools.py``; the stores live
+there too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import inspect
 import json
 import re
 import types
 import typing
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,6 +41,8 @@ ARTIFACT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ARTIFACT_PREFIX = "artifact:"
 ARTIFACT_REF_BOUND = 80
 """``maxLength`` of an artifact reference: ``artifact:<step>/<name>``, name <= 64."""
+CALL_HASH_CHARS = 16
+"""Hex characters of a call identity: 64 bits, enough to tell the calls of one key apart."""
 
 
 class ToolError(Exception):
@@ -96,6 +101,33 @@ def artifact_path(ref: str) -> str:
         raise ValueError(f"{ref!r} is not an artifact reference (artifact:<step>/<name>)")
     artifact_ref(int(step), name)
     return f"{int(step)}/{name}"
+
+
+def call_identity(tool: str, arguments: Mapping[str, Any]) -> str:
+    """A short stable hash naming one call: its tool and its arguments.
+
+    The hash is taken over canonical JSON (``{"arguments": ..., "tool": ...}`` with
+    sorted keys, no whitespace, UTF-8 text unescaped), so two workers, or the
+    workflow and the activity, agree on it whatever order the arguments' keys
+    came in. It tells the ledger which call a key was recorded for.
+
+    Args:
+        tool: The tool's name.
+        arguments: The call's arguments as JSON values (as the model sent them).
+
+    Returns:
+        The first ``CALL_HASH_CHARS`` hex characters of the SHA-256 of that JSON.
+
+    Raises:
+        TypeError: If an argument is not a JSON value.
+    """
+    canonical = json.dumps(
+        {"tool": tool, "arguments": dict(arguments)},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:CALL_HASH_CHARS]
 
 
 class EffectLedger(Protocol):
