@@ -5,6 +5,9 @@ effect but before the activity completes leaves the call to be retried, and the
 retry would repeat the effect. A tool that wraps its effect in
 ``ToolContext.once`` records the effect's result under the call's idempotency key;
 the retry finds the record and returns the result without repeating the effect.
+A record also names the call it was made for (its tool and ``call_identity``
+hash): a key that comes back with a different call raises ``LedgerConflict``
+instead of handing that call another call's result.
 
 What this guarantees, honestly: the effect is not repeated once its result is
 recorded. A crash *between* the effect and the record (a window of one SQLite
@@ -35,12 +38,15 @@ from typing import Any
 
 import structlog
 
+from fsm.tools import LedgerConflict
+
 log = structlog.get_logger("fsmflow.ledger")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS effects (
     key TEXT PRIMARY KEY,
     tool TEXT NOT NULL,
+    call TEXT NOT NULL DEFAULT '',
     status TEXT NOT NULL CHECK (status IN ('started', 'done')),
     result TEXT,
     attempts INTEGER NOT NULL DEFAULT 1,
@@ -49,8 +55,10 @@ CREATE TABLE IF NOT EXISTS effects (
 )
 """
 
+_ADD_CALL = "ALTER TABLE effects ADD COLUMN call TEXT NOT NULL DEFAULT ''"
+"""Ledgers from before call identities: their records keep an empty (unchecked) call."""
 
-_COLUMNS = "key, tool, status, result, attempts"
+_COLUMNS = "key, tool, call, status, result, attempts"
 
 
 @dataclass(frozen=True)
@@ -59,9 +67,16 @@ class LedgerEntry:
 
     key: str
     tool: str
+    call: str
+    """The ``call_identity`` hash it was recorded for; empty in records that predate it."""
     status: str
     result: Any
     attempts: int
+
+
+def _conflicts(entry: LedgerEntry, tool: str, call: str) -> bool:
+    """Whether a record names another call than ``tool`` with hash ``call``."""
+    return entry.tool != tool or bool(entry.call and call and entry.call != call)
 
 
 async def _call(function: Callable[[], Any]) -> Any:
@@ -83,6 +98,20 @@ class SqliteLedger:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._query("PRAGMA journal_mode=WAL")
         self._query(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        if self._has_call_column():
+            return
+        try:
+            self._query(_ADD_CALL)
+        except sqlite3.OperationalError:
+            # Another process opening the same old file may have added it first.
+            if not self._has_call_column():
+                raise
+
+    def _has_call_column(self) -> bool:
+        return any(row[1] == "call" for row in self._query("PRAGMA table_info(effects)"))
 
     def _query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         # A connection per statement: activities run on several threads and worker
@@ -95,18 +124,23 @@ class SqliteLedger:
 
     @staticmethod
     def _entry(row: tuple[Any, ...]) -> LedgerEntry:
-        key, tool, status, result, attempts = row
-        return LedgerEntry(key, tool, status, json.loads(result) if result else None, attempts)
+        key, tool, call, status, result, attempts = row
+        return LedgerEntry(
+            key, tool, call, status, json.loads(result) if result else None, attempts
+        )
 
     def _get(self, key: str) -> LedgerEntry | None:
         rows = self._query(f"SELECT {_COLUMNS} FROM effects WHERE key = ?", (key,))
         return self._entry(rows[0]) if rows else None
 
-    def _start(self, key: str, tool: str) -> None:
+    def _start(self, key: str, tool: str, call: str) -> None:
+        # A retry of a record that predates call identities stamps it with this call's.
         self._query(
-            "INSERT INTO effects (key, tool, status, started_at) VALUES (?, ?, 'started', ?) "
-            "ON CONFLICT(key) DO UPDATE SET attempts = attempts + 1",
-            (key, tool, time.time()),
+            "INSERT INTO effects (key, tool, call, status, started_at) "
+            "VALUES (?, ?, ?, 'started', ?) "
+            "ON CONFLICT(key) DO UPDATE SET attempts = attempts + 1, "
+            "call = CASE WHEN call = '' THEN excluded.call ELSE call END",
+            (key, tool, call, time.time()),
         )
 
     def _finish(self, key: str, result_json: str) -> None:
@@ -133,14 +167,20 @@ class SqliteLedger:
         effect: Callable[[], Any],
         *,
         tool: str,
+        call: str = "",
         reconcile: Callable[[], Any] | None = None,
     ) -> Any:
         """Run ``effect`` unless ``key`` is recorded as done; return its result.
+
+        The record must be of the same call: the same tool, and the same call
+        hash unless either is empty (a record from before call identities, or a
+        caller that does not know its call, is not checked).
 
         Args:
             key: The call's idempotency key.
             effect: Does the effect (sync or async); its result must be JSON.
             tool: The tool's name, for the record.
+            call: The call's identity (``fsm.tools.call_identity``), for the record.
             reconcile: Asked when an earlier attempt started the effect but did
                 not record it: returns the result if the effect happened, else None.
 
@@ -148,10 +188,26 @@ class SqliteLedger:
             The effect's result: this attempt's, or the recorded one.
 
         Raises:
+            LedgerConflict: If ``key`` is recorded for another tool or another
+                call; neither ``effect`` nor ``reconcile`` runs.
             TypeError: If the result is not JSON-serialisable (nothing is recorded;
                 the effect has happened, so fix the tool before retrying).
         """
         entry = await self.get(key)
+        if entry is not None and _conflicts(entry, tool, call):
+            log.error(
+                "effect_key_conflict",
+                key=key,
+                tool=tool,
+                call=call,
+                recorded_tool=entry.tool,
+                recorded_call=entry.call,
+            )
+            raise LedgerConflict(
+                f"idempotency key {key!r} is recorded for tool {entry.tool!r} call "
+                f"{entry.call or '(none)'}, not for tool {tool!r} call {call or '(none)'}: "
+                "the key was reused for a different call, whose effect was not run"
+            )
         if entry is not None and entry.status == "done":
             log.info("effect_replayed", key=key, tool=tool, attempts=entry.attempts)
             return entry.result
@@ -165,7 +221,7 @@ class SqliteLedger:
                     return found
             else:
                 log.warning("effect_may_repeat", key=key, tool=tool, attempts=entry.attempts)
-        await asyncio.to_thread(self._start, key, tool)
+        await asyncio.to_thread(self._start, key, tool, call)
         result = await _call(effect)
         await asyncio.to_thread(self._finish, key, json.dumps(result))
         return result

@@ -3,9 +3,9 @@
 The workflow runs a tool call only after the engine allowed it (the state lists
 the tool, the arguments fit its schema); the activity validates the arguments
 again, hands artifact arguments their content, injects the ``ToolContext``
-(idempotency key, effect ledger, artifact store) and turns the result into what
-the model sees: the result itself when small, else an artifact reference and a
-bounded summary. History never holds more than that.
+(idempotency key, the call's identity, effect ledger, artifact store) and turns
+the result into what the model sees: the result itself when small, else an
+artifact reference and a bounded summary. History never holds more than that.
 """
 
 from __future__ import annotations
@@ -37,12 +37,14 @@ from fsm.tools import (
     Artifact,
     ArtifactStore,
     EffectLedger,
+    LedgerConflict,
     ToolContext,
     ToolDefinitionError,
     ToolError,
     ToolRegistry,
     ToolSpec,
     artifact_path,
+    call_identity,
 )
 from schemas.activity import RunToolInput, ToolOutput
 
@@ -258,6 +260,9 @@ class ToolActivities:
                 workflow_id=request.workflow_id,
                 step=request.step,
                 call_index=request.call_index,
+                # Computed here, not read from the key: the ledger checks the call
+                # that actually runs against the one its key was recorded for.
+                call_hash=call_identity(request.tool, request.arguments),
                 attempt=info.attempt,
                 ledger=self._ledger,
                 artifacts=self._artifacts,
@@ -304,6 +309,13 @@ class ToolActivities:
                     call = functools.partial(spec.function, **arguments)
                     loop = asyncio.get_running_loop()
                     result = await loop.run_in_executor(self._threads, call)
+        except LedgerConflict as exc:
+            # Before model_errors and the catch-all: a retry would meet the same record,
+            # and the model cannot fix a key it never sees.
+            bound.error("tool_key_conflict", error=str(exc))
+            raise ApplicationError(
+                str(exc), type="IdempotencyConflict", non_retryable=True
+            ) from None
         except (ToolError, *spec.model_errors) as exc:
             message = _clip(f"error: {exc}", ERROR_CHARS)
             bound.info("tool_error", error=message)

@@ -25,7 +25,7 @@ from fsm.engine import (
 from fsm.loader import Loaded, load_definition, load_file, load_text, parse_definition
 from fsm.problems import DefinitionError, Problem
 from fsm.prompt import build_messages
-from fsm.tools import Artifact, ToolContext, ToolError, ToolRegistry
+from fsm.tools import Artifact, ToolContext, ToolError, ToolRegistry, call_identity
 from fsm.turn_schema import turn_schema
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "apply_decision",
     "apply_turn",
     "build_messages",
+    "call_identity",
     "fail_run",
     "load_definition",
     "load_file",

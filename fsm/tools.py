@@ -10,7 +10,9 @@ formats other frameworks expect: OpenAI, Anthropic and Google GenAI.
 This module is also what a tool author imports: ``ToolContext`` (the call's
 idempotency key, the effect ledger and the artifact store), ``Artifact`` (a
 parameter type: the full content of an earlier result, passed by reference) and
-``ToolError`` (an error the model should read). Executing tools is the activity
+``ToolError`` (an error the model should read). ``call_identity`` names a call (its
+tool and arguments) for the key and the ledger, which raises ``LedgerConflict``
+when a key comes back with a different call. Executing tools is the activity
 ``fsmflow.run_tool`` in ``activities/tools.py``; the stores live there too.
 """
 
@@ -39,6 +41,8 @@ ARTIFACT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ARTIFACT_PREFIX = "artifact:"
 ARTIFACT_REF_BOUND = 80
 """``maxLength`` of an artifact reference: ``artifact:<step>/<name>``, name <= 64."""
+CALL_HASH_CHARS = 16
+"""Hex characters of a call identity: 64 bits, enough to tell the calls of one key apart."""
 
 
 class ToolError(Exception):
@@ -100,18 +104,40 @@ def artifact_path(ref: str) -> str:
 
 
 def call_identity(tool: str, arguments: Mapping[str, Any]) -> str:
-    """A short stable hash of a call: its tool and its arguments.
+    """A short stable hash naming one call: its tool and its arguments.
 
-    The canonical JSON (sorted keys, no whitespace, text as is) makes two workers,
-    or a retry, agree on it.
+    The hash is taken over canonical JSON (``{"arguments": ..., "tool": ...}`` with
+    sorted keys, no whitespace, UTF-8 text unescaped), so two workers, or the
+    workflow and the activity, agree on it whatever order the arguments' keys
+    came in. It tells the ledger which call a key was recorded for.
+
+    Args:
+        tool: The tool's name.
+        arguments: The call's arguments as JSON values (as the model sent them).
+
+    Returns:
+        The first ``CALL_HASH_CHARS`` hex characters of the SHA-256 of that JSON.
+
+    Raises:
+        TypeError: If an argument is not a JSON value.
     """
     canonical = json.dumps(
-        {"tool": tool, "arguments": arguments},
+        {"tool": tool, "arguments": dict(arguments)},
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
     )
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:CALL_HASH_CHARS]
+
+
+class LedgerConflict(Exception):
+    """An idempotency key reached the ledger with a call other than the one it recorded.
+
+    Replaying the recorded result would answer the new call with the old call's
+    result, and skipping the effect would lose it, so the ledger does neither.
+    A key reused for a different call is a bug (or a reset history, or a changed
+    definition), not something a retry fixes.
+    """
 
 
 class EffectLedger(Protocol):
@@ -123,11 +149,14 @@ class EffectLedger(Protocol):
         effect: Callable[[], Any],
         *,
         tool: str,
+        call: str = "",
         reconcile: Callable[[], Any] | None = None,
     ) -> Any:
         """Run ``effect`` unless ``key`` is recorded as done; return its result.
 
-        See ``activities.ledger.SqliteLedger.once`` for the contract.
+        ``call`` is the call's identity (``call_identity``); a record of ``key``
+        for another tool or another non-empty call raises ``LedgerConflict``. See
+        ``activities.ledger.SqliteLedger.once`` for the contract.
         """
 
 
@@ -151,11 +180,14 @@ class ToolContext:
 
     Attributes:
         idempotency_key: Stable across retries of the same call (workflow id, the
-            chain's first run id, step, call index): the key that makes a side
-            effect happen once.
+            chain's first run id, step, call index, call hash): the key that makes
+            a side effect happen once.
         workflow_id: The run's workflow id.
         step: The run's step when the call was made.
         call_index: The number of tool calls the run made before this one.
+        call_hash: The call's identity (``call_identity`` of its tool and
+            arguments), computed by the activity; the ledger refuses a key
+            recorded for another call. Empty: not known, not checked.
         attempt: The activity attempt (1 first; more after a failure or crash).
         ledger: The effect ledger (``once``); None outside a worker.
         artifacts: The artifact store (``save_artifact``); None outside a worker.
@@ -169,6 +201,7 @@ class ToolContext:
     workflow_id: str = ""
     step: int = 0
     call_index: int = 0
+    call_hash: str = ""
     attempt: int = 1
     ledger: EffectLedger | None = field(default=None, repr=False, compare=False)
     artifacts: ArtifactStore | None = field(default=None, repr=False, compare=False)
@@ -208,11 +241,19 @@ class ToolContext:
 
         Raises:
             RuntimeError: If no ledger is configured (outside a worker).
+            LedgerConflict: If the key is recorded for another call (another
+                tool or other arguments); the effect does not run.
         """
         if self.ledger is None:
             raise RuntimeError("no effect ledger: ToolContext.once runs inside a worker")
         return self._run(
-            self.ledger.once(self.idempotency_key, effect, tool=tool or "tool", reconcile=reconcile)
+            self.ledger.once(
+                self.idempotency_key,
+                effect,
+                tool=tool or "tool",
+                call=self.call_hash,
+                reconcile=reconcile,
+            )
         )
 
     def save_artifact(self, name: str, data: bytes | str) -> Any:

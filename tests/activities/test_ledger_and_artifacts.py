@@ -1,18 +1,23 @@
 """The effect ledger's contract (including the crash window it cannot close on its
-own) and the file artifact store's addressing, on real SQLite files and
-directories; the worker-crash version is in tests/workflows/test_crash.py."""
+own, and the refusal of a key reused for another call) and the file artifact
+store's addressing, on real SQLite files and directories; the worker-crash version
+is in tests/workflows/test_crash.py."""
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from activities.artifacts import FileArtifactStore, run_scope
 from activities.ledger import SqliteLedger
-from fsm.tools import ToolContext, artifact_path, artifact_ref
+from fsm.tools import LedgerConflict, ToolContext, artifact_path, artifact_ref, call_identity
+
+CHARGE_ADA = call_identity("charge", {"customer": "ada", "cents": 500})
+CHARGE_BOB = call_identity("charge", {"customer": "bob", "cents": 500})
 
 
 class Effects:
@@ -75,6 +80,107 @@ async def test_without_reconcile_the_crash_window_repeats_the_effect(tmp_path: P
     assert await ledger.once("k", effect, tool="charge", reconcile=lambda: None) == {"charged": 2}
     entry = await ledger.get("k")
     assert entry is not None and (entry.status, entry.attempts) == ("done", 2)
+
+
+async def test_the_same_call_replays_its_recorded_result(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
+    effect = Effects()
+    first = await ledger.once("k", effect, tool="charge", call=CHARGE_ADA)
+    again = await ledger.once("k", effect, tool="charge", call=CHARGE_ADA)
+    assert first == again == {"charged": 1} and effect.count == 1
+    entry = await ledger.get("k")
+    assert entry is not None and (entry.tool, entry.call) == ("charge", CHARGE_ADA)
+
+
+@pytest.mark.parametrize(
+    ("tool", "call"),
+    [("charge", CHARGE_BOB), ("refund", CHARGE_ADA), ("refund", "")],
+    ids=["other arguments", "other tool", "other tool, no hash"],
+)
+@pytest.mark.parametrize("crashed", [False, True], ids=["done", "started"])
+async def test_a_key_reused_for_another_call_is_refused(
+    tmp_path: Path, tool: str, call: str, crashed: bool
+) -> None:
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
+    effect = Effects()
+
+    def dies_after_the_effect() -> None:
+        effect()
+        raise SystemExit("killed")
+
+    if crashed:
+        with pytest.raises(SystemExit):
+            await ledger.once("k", dies_after_the_effect, tool="charge", call=CHARGE_ADA)
+    else:
+        await ledger.once("k", effect, tool="charge", call=CHARGE_ADA)
+    asked: list[str] = []
+    with pytest.raises(LedgerConflict) as conflict:
+        await ledger.once(
+            "k", effect, tool=tool, call=call, reconcile=lambda: asked.append("reconcile")
+        )
+    # Neither the new call's effect nor its reconcile ran; the record is untouched.
+    assert effect.count == 1 and asked == []
+    message = str(conflict.value)
+    assert "'k'" in message and f"tool 'charge' call {CHARGE_ADA}" in message
+    assert f"not for tool {tool!r} call {call or '(none)'}" in message
+    entry = await ledger.get("k")
+    assert entry is not None and (entry.tool, entry.call, entry.attempts) == (
+        "charge",
+        CHARGE_ADA,
+        1,
+    )
+
+
+async def test_the_tool_context_passes_its_call_to_the_ledger(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
+    effect = Effects()
+    ada = ToolContext(idempotency_key="k", call_hash=CHARGE_ADA, ledger=ledger)
+    assert await ada.once(effect, tool="charge") == {"charged": 1}
+    assert await ada.once(effect, tool="charge") == {"charged": 1}
+    bob = ToolContext(idempotency_key="k", call_hash=CHARGE_BOB, ledger=ledger)
+    with pytest.raises(LedgerConflict):
+        await bob.once(effect, tool="charge")
+    assert effect.count == 1
+
+
+_OLD_SCHEMA = """
+CREATE TABLE effects (
+    key TEXT PRIMARY KEY,
+    tool TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('started', 'done')),
+    result TEXT,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    started_at REAL NOT NULL,
+    finished_at REAL
+)
+"""
+
+
+async def test_a_ledger_from_before_call_identities_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute(_OLD_SCHEMA)
+    db.execute(
+        "INSERT INTO effects (key, tool, status, result, started_at, finished_at) "
+        "VALUES ('done', 'charge', 'done', '{\"charged\": 1}', 1.0, 2.0), "
+        "('crashed', 'charge', 'started', NULL, 1.0, NULL)"
+    )
+    db.commit()
+    db.close()
+    ledger = SqliteLedger(path)
+    effect = Effects()
+    # A record that predates identities has none: it replays for the call that comes.
+    assert await ledger.once("done", effect, tool="charge", call=CHARGE_ADA) == {"charged": 1}
+    assert effect.count == 0
+    # An unfinished one is retried, and from then on names its call.
+    assert await ledger.once("crashed", effect, tool="charge", call=CHARGE_BOB) == {"charged": 1}
+    entries = {e.key: e for e in await ledger.entries()}
+    assert (entries["done"].call, entries["crashed"].call) == ("", CHARGE_BOB)
+    assert entries["crashed"].attempts == 2
+    with pytest.raises(LedgerConflict):
+        await ledger.once("crashed", effect, tool="charge", call=CHARGE_ADA)
+    # Opening it again (the column is there now) changes nothing.
+    assert (await SqliteLedger(path).get("done")) == entries["done"]
 
 
 def _claim(path: str, key: str) -> None:

@@ -1,5 +1,6 @@
 """The run_tool activity on its own (Temporal's ActivityEnvironment): checks it
-repeats, and plain tools that wait on the ledger all at once do not starve it."""
+repeats, a key reused for another call, and plain tools that wait on the ledger
+all at once do not starve it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.artifacts import FileArtifactStore
 from activities.ledger import SqliteLedger
 from activities.tools import ToolActivities, load_tool_modules
+from fsm.tools import call_identity
 from schemas.activity import RunToolInput
 
 SPY_TOOLS = Path(__file__).parents[1] / "workflows" / "spy_tools.py"
@@ -50,6 +52,30 @@ async def test_unknown_tools_and_bad_arguments_are_not_retried(runner: ToolActiv
         await env.run(runner.run_tool, request("record", text=5, times=1))
     assert bad.value.non_retryable and bad.value.type == "ToolArgumentsInvalid"
     assert "bad arguments for tool 'record': text: 5 is not of type 'string'" in str(bad.value)
+
+
+async def test_a_key_reused_for_other_arguments_is_refused_for_good(
+    runner: ToolActivities, tmp_path: Path
+) -> None:
+    env = ActivityEnvironment()
+    first = await env.run(runner.run_tool, request("sync_effect", text="to ada"))
+    # A retry of the same call replays the recorded effect.
+    again = await env.run(runner.run_tool, request("sync_effect", text="to ada"))
+    assert first.ok and again.text == first.text and "stored 6 chars" in first.text
+    # The same key for another call: not its result, not its effect, and no retry.
+    with pytest.raises(ApplicationError) as conflict:
+        await env.run(runner.run_tool, request("sync_effect", text="to bob"))
+    assert conflict.value.non_retryable and conflict.value.type == "IdempotencyConflict"
+    recorded = call_identity("sync_effect", {"text": "to ada"})
+    assert f"idempotency key 'wf/run/1/0' is recorded for tool 'sync_effect' call {recorded}" in (
+        str(conflict.value)
+    )
+    assert call_identity("sync_effect", {"text": "to bob"}) in str(conflict.value)
+    entries = await SqliteLedger(tmp_path / "ledger.sqlite3").entries()
+    assert [(e.key, e.call, e.result, e.attempts) for e in entries] == [
+        ("wf/run/1/0", recorded, "stored 6 chars", 1)
+    ]
+    runner.close()
 
 
 async def test_many_plain_tools_waiting_on_the_ledger_at_once(runner: ToolActivities) -> None:

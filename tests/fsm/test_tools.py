@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 from typing import Literal
 
 import pytest
@@ -12,7 +13,7 @@ from pydantic import BaseModel
 from fsm.engine import tool_call_problem
 from fsm.loader import parse_definition
 from fsm.problems import DefinitionError
-from fsm.tools import Artifact, ToolContext, ToolDefinitionError, ToolRegistry
+from fsm.tools import Artifact, ToolContext, ToolDefinitionError, ToolRegistry, call_identity
 from fsm.turn_schema import turn_schema
 from schemas.run import RunState
 from tests.fsm.conftest import build
@@ -262,3 +263,33 @@ def test_a_tool_writes_only_the_declared_keys_and_only_fitting_values() -> None:
     data["tools"]["search_corpus"]["writes"] = ["verdcit"]
     with pytest.raises(DefinitionError, match="writes 'verdcit', which is not a declared context"):
         parse_definition(data)
+
+
+def test_a_call_identity_is_canonical_json_of_tool_and_arguments() -> None:
+    arguments = {"query": "Grüße aus Köln 東京", "limit": 5, "filters": {"b": [1, 2], "a": None}}
+    reordered = {"filters": {"a": None, "b": [1, 2]}, "limit": 5, "query": "Grüße aus Köln 東京"}
+    identity = call_identity("search_corpus", arguments)
+    assert identity == call_identity("search_corpus", reordered)
+    # The canonical text, spelled out: another worker (or language) hashing it agrees.
+    canonical = (
+        '{"arguments":{"filters":{"a":null,"b":[1,2]},"limit":5,'
+        '"query":"Grüße aus Köln 東京"},"tool":"search_corpus"}'
+    )
+    assert identity == hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+    assert call_identity("search_corpus", {"query": "Grüße aus Köln 東京", "limit": 5}) == (
+        "24b931d4ca8aefb3"
+    )
+
+
+def test_other_calls_have_other_identities() -> None:
+    calls: list[tuple[str, dict[str, object]]] = [
+        ("search_corpus", {"query": "Grüße aus Köln", "limit": 5}),
+        ("search_corpus", {"query": "Grüße aus Koln", "limit": 5}),
+        ("search_corpus", {"query": "Grüße aus Köln", "limit": 6}),
+        ("search_corpus", {"query": "Grüße aus Köln", "limit": "5"}),
+        ("search_corpus", {"query": "Grüße aus Köln"}),
+        ("search_web", {"query": "Grüße aus Köln", "limit": 5}),
+    ]
+    identities = [call_identity(tool, arguments) for tool, arguments in calls]
+    assert len(set(identities)) == len(calls)
+    assert all(len(i) == 16 and set(i) <= set("0123456789abcdef") for i in identities)
