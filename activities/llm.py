@@ -15,13 +15,13 @@ from typing import Any
 
 import openai
 import structlog
-from jsonschema import Draft202012Validator
 from opentelemetry import trace
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
 from fsm.turn_schema import allows_null
+from fsm.validation import first_error
 from schemas.activity import LlmTurnInput, LlmTurnOutput
 from workers.settings import ModelTier, Settings
 
@@ -71,7 +71,7 @@ def fill_nulls(schema: dict[str, Any], value: Any) -> Any:
 
 
 def _first_error(schema: dict[str, Any], value: Any, where: list[Any]) -> tuple[str, str] | None:
-    error = next(iter(Draft202012Validator(schema).iter_errors(value)), None)
+    error = first_error(schema, value)
     if error is None:
         return None
     path = [*where, *error.absolute_path]
