@@ -24,7 +24,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import openai
 import structlog
-from jsonschema import Draft202012Validator
 from opentelemetry import trace
 from pydantic import SecretStr
 from temporalio import activity
@@ -34,6 +33,7 @@ from activities.bundles import BundleCache
 from activities.heartbeat import heartbeating
 from fsm.prompt import build_messages
 from fsm.turn_schema import allows_null, turn_schema
+from fsm.validation import first_error
 from schemas.activity import LlmTurnInput, LlmTurnOutput
 
 log = structlog.get_logger("fsmflow.llm")
@@ -142,7 +142,7 @@ def fill_nulls(schema: dict[str, Any], value: Any) -> Any:
 
 
 def _first_error(schema: dict[str, Any], value: Any, where: list[Any]) -> tuple[str, str] | None:
-    error = next(iter(Draft202012Validator(schema).iter_errors(value)), None)
+    error = first_error(schema, value)
     if error is None:
         return None
     path = [*where, *error.absolute_path]

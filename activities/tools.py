@@ -25,7 +25,6 @@ from typing import Any
 
 import pydantic_core
 import structlog
-from jsonschema import Draft202012Validator
 from opentelemetry import trace
 from pydantic import ValidationError
 from temporalio import activity
@@ -46,6 +45,7 @@ from fsm.tools import (
     artifact_path,
     call_identity,
 )
+from fsm.validation import first_error
 from schemas.activity import RunToolInput, ToolOutput
 
 log = structlog.get_logger("fsmflow.tools")
@@ -177,9 +177,7 @@ class ToolActivities:
         self, spec: ToolSpec, request: RunToolInput, scope: str
     ) -> dict[str, Any] | str:
         """Keyword arguments for the function, or a problem the model should read."""
-        error = next(
-            iter(Draft202012Validator(spec.parameters).iter_errors(request.arguments)), None
-        )
+        error = first_error(spec.parameters, request.arguments)
         if error is not None:
             where = ".".join(str(p) for p in error.path) or "arguments"
             raise ApplicationError(

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker, ValidationError
+from jsonschema import ValidationError
 
+from fsm.validation import validator_for
 from schemas.definition import DEFAULT_STRING_BOUND, AgentDefinition, ContextKey
 from schemas.run import RunState
 
@@ -14,8 +15,6 @@ SYSTEM_KEYS = ("_state", "_step", "_visits", "_calls")
 """Keys the framework provides to guards. The model can never write them."""
 
 REDACTED = "[redacted]"
-
-_FORMAT_CHECKER = FormatChecker()
 
 
 def key_schema(key: ContextKey) -> dict[str, Any]:
@@ -64,8 +63,8 @@ def _why(error: ValidationError) -> str:
 
 def value_problem(name: str, key: ContextKey, value: Any) -> str | None:
     """Say why ``value`` does not fit the declared key, or None when it fits."""
-    validator = Draft202012Validator(key_schema(key), format_checker=_FORMAT_CHECKER)
-    error = next(iter(sorted(validator.iter_errors(value), key=lambda e: list(e.path))), None)
+    errors = validator_for(key_schema(key)).iter_errors(value)
+    error = next(iter(sorted(errors, key=lambda e: list(e.path))), None)
     if error is None:
         return None
     shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."

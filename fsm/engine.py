@@ -18,12 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from fsm import jsonlogic
 from fsm.checks import guard_keys
 from fsm.context import check_initial_context, guard_data, is_present, value_problem
+from fsm.validation import first_error
 from schemas.definition import AgentDefinition, InvalidGoto, State, Transition
 from schemas.run import RunState, TraceEntry, TraceKind
 from schemas.tools import ToolInfo
@@ -546,7 +546,7 @@ def tool_call_problem(
     info = tools.get(tool)
     if info is None:
         return f"tool {tool!r} is not registered"
-    error = next(iter(Draft202012Validator(info.parameters).iter_errors(dict(arguments))), None)
+    error = first_error(info.parameters, dict(arguments))
     if error is not None:
         where = ".".join(str(p) for p in error.path) or "arguments"
         return f"bad arguments for {tool!r}: {where}: {error.message[:200]}"

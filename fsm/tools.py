@@ -26,13 +26,14 @@ import json
 import re
 import types
 import typing
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field, create_model
 
 from fsm.turn_schema import allows_null
+from schemas.definition import compile_pattern
 from schemas.tools import ToolInfo
 
 DEFAULT_TOOL_STRING_BOUND = 1000
@@ -572,6 +573,15 @@ def build_spec(
         raise ToolDefinitionError(
             f"tool {tool_name!r}: no JSON Schema for its hints: {exc}"
         ) from None
+    for name, prop in parameters["properties"].items():
+        # Arguments are checked in workflow code with RE2: refuse now what it cannot run.
+        for pattern in _patterns(prop):
+            try:
+                compile_pattern(pattern)
+            except ValueError as exc:
+                raise ToolDefinitionError(
+                    f"tool {tool_name!r}: parameter {name!r}: {exc}"
+                ) from None
     for name in artifact_parameters:
         prop = parameters["properties"][name]
         for option in prop.get("anyOf", [prop]):
@@ -591,6 +601,27 @@ def build_spec(
         model_errors=tuple(model_errors),
         is_async=inspect.iscoroutinefunction(function),
     )
+
+
+def _patterns(schema: Any) -> Iterator[str]:
+    """The regular expressions in a JSON Schema: ``pattern`` and ``patternProperties``."""
+    if isinstance(schema, list):
+        for item in schema:
+            yield from _patterns(item)
+        return
+    if not isinstance(schema, dict):
+        return
+    for keyword, value in schema.items():
+        if keyword == "pattern" and isinstance(value, str):
+            yield value
+        elif keyword in ("properties", "patternProperties") and isinstance(value, dict):
+            # Their keys are property names or patterns, not keywords.
+            if keyword == "patternProperties":
+                yield from value
+            for sub in value.values():
+                yield from _patterns(sub)
+        else:
+            yield from _patterns(value)
 
 
 def _union_members(hint: Any) -> tuple[Any, ...]:

@@ -218,6 +218,12 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         "shop.yaml: context key 'name': pattern '([a-z]' is not a valid regular expression",
     ),
     (
+        "pattern RE2 cannot run",
+        lambda d: d["context"]["name"].update(pattern="^(a)\\1$"),
+        "shop.yaml: context key 'name': pattern '^(a)\\\\1$' is not supported: patterns are "
+        "evaluated with RE2, in linear time, so backreferences and lookaround are not available",
+    ),
+    (
         "constraint of another type",
         lambda d: d["context"]["age"].update(maxLength=3),
         "shop.yaml: context key 'age': maxLength applies to string keys only",

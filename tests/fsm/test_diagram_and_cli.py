@@ -56,6 +56,22 @@ def test_check_prints_warnings_and_exits_0(tmp_path: Path) -> None:
     assert f"{path}: warning: state 'greeting': transition 3: transitions 2 and 3" in out
 
 
+def test_check_refuses_a_pattern_re2_cannot_run(tmp_path: Path) -> None:
+    text = (EXAMPLES / "form.yaml").read_text()
+    declared = 'pattern: "^\\\\+?[0-9 ()-]{6,20}$"'
+    assert declared in text
+    path = tmp_path / "form.yaml"
+    path.write_text(text.replace(declared, 'pattern: "^([0-9])\\\\1+$"'))
+    code, out, err = run_cli("check", str(path))
+    line = text.splitlines().index(f"    {declared}") + 1
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        f"{path}: context key 'phone': pattern '^([0-9])\\\\1+$' is not supported: patterns "
+        "are evaluated with RE2, in linear time, so backreferences and lookaround are not "
+        f"available: invalid escape sequence: \\1 (line {line})"
+    ]
+
+
 def test_schema_is_a_json_schema_that_validates_the_examples() -> None:
     import yaml
 

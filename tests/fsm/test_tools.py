@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import enum
 import hashlib
 from typing import Literal
 
 import pytest
 from jsonschema import Draft202012Validator
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from fsm.engine import tool_call_problem
 from fsm.loader import parse_definition
@@ -293,3 +294,51 @@ def test_other_calls_have_other_identities() -> None:
     identities = [call_identity(tool, arguments) for tool, arguments in calls]
     assert len(set(identities)) == len(calls)
     assert all(len(i) == 16 and set(i) <= set("0123456789abcdef") for i in identities)
+
+
+class Code(BaseModel):
+    # pydantic checks patterns with Rust's regex (no backreferences either),
+    # unless a model asks for Python's re.
+    model_config = ConfigDict(regex_engine="python-re")
+    value: str = Field(pattern=r"^(\w)\1$")
+
+
+class Booking(BaseModel):
+    room: str = Field(pattern="[A-Z][0-9]{3}")
+    day: datetime.date
+
+
+def test_a_pattern_re2_cannot_run_is_refused_at_registration() -> None:
+    def lookup(code: Code) -> str:
+        """Look a code up."""
+        return code.value
+
+    with pytest.raises(ToolDefinitionError) as info:
+        ToolRegistry().tool(lookup)
+    assert str(info.value).startswith(
+        "tool 'lookup': parameter 'code': pattern '^(\\\\w)\\\\1$' is not supported: patterns "
+        "are evaluated with RE2"
+    )
+
+
+def test_tool_argument_patterns_and_formats_are_judged_with_re2() -> None:
+    tools = ToolRegistry()
+
+    @tools.tool
+    def book(booking: Booking) -> str:
+        """Book a room."""
+        return booking.room
+
+    data = build({"mode": "autonomous"})
+    data["states"]["collect"]["tools"] = ["book"]
+    definition = parse_definition(data, tools=tools.names()).definition
+    run = RunState(state="collect", visits={"collect": 1})
+    infos = tools.infos()
+
+    def problem(room: str, day: str) -> str | None:
+        arguments = {"booking": {"room": room, "day": day}}
+        return tool_call_problem(definition, run, "book", arguments, infos)
+
+    assert problem("room B101", "2024-02-29") is None  # a search, as JSON Schema has it
+    assert "does not match" in str(problem("b101", "2024-02-29"))
+    assert "is not a 'date'" in str(problem("B101", "2023-02-29"))
