@@ -48,14 +48,61 @@ def load_agents(
         DefinitionError: For the first invalid file (its message lists every problem).
         FileNotFoundError: If the directory does not exist.
     """
-    if not agents_dir.is_dir():
-        raise FileNotFoundError(f"agents directory {str(agents_dir)!r} does not exist")
-    agents: dict[str, Loaded] = {}
-    for path in definition_files(agents_dir):
-        loaded = load_file(path, tools=tools, tiers=tiers)
-        agents.setdefault(loaded.definition.name, loaded)
-        agents.setdefault(path.stem, loaded)
-    return agents
+    return AgentsDirectory(agents_dir, tools=tools, tiers=tiers).load()
+
+
+class AgentsDirectory:
+    """An agents directory whose files are parsed again only when they change.
+
+    Every ``load`` lists the directory and stats its files, which is cheap and keeps
+    added, edited and removed files visible; parsing and checking every definition
+    for every new run is not cheap. A file counts as unchanged while its inode,
+    mtime and size are: an edit in place changes the mtime, a replacement by rename
+    (editors, Kubernetes ConfigMap updates) the inode.
+    """
+
+    def __init__(
+        self, agents_dir: Path, *, tools: list[str] | None = None, tiers: list[str] | None = None
+    ) -> None:
+        """Build an empty cache.
+
+        Args:
+            agents_dir: The directory of definition files.
+            tools: The registered tool names every definition is checked against.
+            tiers: The configured model tiers every definition is checked against.
+        """
+        self.agents_dir = agents_dir
+        # Fixed for the cache's lifetime: a loaded definition was checked against them.
+        self._tools = tools
+        self._tiers = tiers
+        self._files: dict[Path, tuple[tuple[int, int, int], Loaded]] = {}
+
+    def load(self) -> dict[str, Loaded]:
+        """Every definition of the directory, keyed by agent name and by file stem.
+
+        Raises:
+            DefinitionError: For the first invalid file (its message lists every problem).
+            FileNotFoundError: If the directory does not exist.
+        """
+        if not self.agents_dir.is_dir():
+            raise FileNotFoundError(f"agents directory {str(self.agents_dir)!r} does not exist")
+        files = definition_files(self.agents_dir)
+        agents: dict[str, Loaded] = {}
+        for path in files:
+            stat = path.stat()
+            stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            cached = self._files.get(path)
+            if cached is None or cached[0] != stamp:
+                # An invalid file raises here and is not cached: it is read again,
+                # and refused with the same message, until it is fixed.
+                cached = (stamp, load_file(path, tools=self._tools, tiers=self._tiers))
+                self._files[path] = cached
+            loaded = cached[1]
+            agents.setdefault(loaded.definition.name, loaded)
+            agents.setdefault(path.stem, loaded)
+        for gone in self._files.keys() - set(files):
+            del self._files[gone]
+        return agents
 
 
 def run_tools(
@@ -109,6 +156,7 @@ class DefinitionActivities:
         self._tools = dict(tools or {})
         self._tiers = tiers
         self._bundles = bundles
+        self._agents = AgentsDirectory(agents_dir, tools=list(self._tools), tiers=tiers)
 
     def _resolve(self, request: ResolveDefinitionInput) -> Loaded:
         tools = list(self._tools)
@@ -116,7 +164,7 @@ class DefinitionActivities:
             return parse_definition(
                 request.definition, source="inline definition", tools=tools, tiers=self._tiers
             )
-        agents = load_agents(self._agents_dir, tools=tools, tiers=self._tiers)
+        agents = self._agents.load()
         if request.agent not in agents:
             known = sorted({loaded.definition.name for loaded in agents.values()})
             raise LookupError(

@@ -14,6 +14,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import pytest
+from structlog.testing import capture_logs
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -21,6 +23,8 @@ from schemas.workflow import AgentWorkflowInput, MessageInput, Reply
 from tests.conftest import EXAMPLES, RESEARCH_TOOLS, ROOT, free_port
 from tests.llm_server import ScriptedLlm, say
 from tests.workflows.helpers import research_to_the_gate, wait_for_status
+from workers.settings import Settings
+from workers.worker import _metrics_runtime
 
 
 def run_worker(env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -173,3 +177,52 @@ def get_safe(url: str) -> int | None:
         return get(url)[0]
     except OSError:
         return None
+
+
+def leave_time_wait(port: int) -> None:
+    """Leave a connection of a closed server in TIME_WAIT on ``port``.
+
+    The server binds with SO_REUSEADDR, as the runtime's exporter does: Linux
+    lets a new bind past a TIME_WAIT only if both sockets set it. The server
+    side closes first, so the TIME_WAIT is on the port's end, as after a worker
+    that stopped while Prometheus was scraping it.
+    """
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+        with socket.create_connection(("127.0.0.1", port)) as scraper:
+            served, _ = listener.accept()
+            served.close()
+            assert scraper.recv(1) == b""  # the server's FIN arrived before the client closes
+
+
+def test_metrics_survive_a_connection_in_time_wait() -> None:
+    port = free_port()
+    leave_time_wait(port)
+    with socket.socket() as plain, socket.socket() as reusing:
+        # The reproduction holds: a bind without SO_REUSEADDR is refused, one with it is not.
+        with pytest.raises(OSError, match="in use"):
+            plain.bind(("127.0.0.1", port))
+        reusing.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        reusing.bind(("127.0.0.1", port))
+    settings = Settings.load(environ={}, metrics_bind=f"127.0.0.1:{port}")
+    with capture_logs() as logs:
+        runtime = _metrics_runtime(settings)
+    assert runtime is not None, logs
+    assert not logs
+    assert get(f"http://127.0.0.1:{port}/metrics")[0] == 200
+
+
+def test_metrics_are_off_when_another_process_listens_on_the_port() -> None:
+    port = free_port()
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+        settings = Settings.load(environ={}, metrics_bind=f"127.0.0.1:{port}")
+        with capture_logs() as logs:
+            assert _metrics_runtime(settings) is None
+    (warning,) = logs
+    assert warning["event"] == "metrics_disabled" and warning["log_level"] == "warning"
+    assert warning["bind"] == f"127.0.0.1:{port}" and "in use" in warning["error"]

@@ -121,6 +121,11 @@ def _metrics_runtime(settings: Settings) -> Runtime | None:
     """A Temporal runtime serving Prometheus text, or None if its port is taken."""
     host, _, port = settings.metrics_bind.rpartition(":")
     with socket.socket() as sock:
+        # The runtime's exporter binds with SO_REUSEADDR, so a connection of the
+        # previous worker still in TIME_WAIT does not stop it; the probe must bind
+        # the same way, or it turns metrics off where the runtime would serve them.
+        # Only a socket listening on the port makes this bind fail then.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host or "127.0.0.1", int(port)))
         except (OSError, ValueError) as exc:

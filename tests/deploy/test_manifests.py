@@ -175,6 +175,41 @@ def test_dockerfile_lints_clean_and_sets_only_known_variables() -> None:
     assert "USER 10001" in text and 'ENTRYPOINT ["fsmflow", "worker"]' in text
 
 
+def dockerfile_stages() -> list[list[str]]:
+    """The Dockerfile's instructions, continuation lines joined, one list per stage."""
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "deploy" / "Dockerfile").read_text())
+    stages: list[list[str]] = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line.startswith("FROM "):
+            stages.append([])
+        stages[-1].append(line.strip())
+    return stages
+
+
+def test_the_image_ships_bytecode_that_stays_valid() -> None:
+    # The runtime user cannot write bytecode, so what the image lacks is compiled
+    # at every start; timestamp-checked bytecode goes stale if a build rewrites
+    # file times, so all of it is unchecked-hash.
+    build, runtime = dockerfile_stages()
+    compiles = re.compile(r"-m compileall .*--invalidation-mode unchecked-hash\b.*\s(\S+)$")
+    (install,) = [i for i in build if "pip install" in i]
+    found = compiles.search(install)
+    assert found and found.group(1) == "/opt/fsmflow", install
+    # pip would leave timestamp bytecode, which compileall keeps while it is current.
+    assert "pip install --no-compile ." in install
+    runtime_compiles = [i for i in runtime if compiles.search(i)]
+    assert any('sysconfig.get_path("stdlib")' in i for i in runtime_compiles), (
+        "the runtime stage compiles the standard library, whose bytecode the base image deletes"
+    )
+    user = next(n for n, i in enumerate(runtime) if i.startswith("USER "))
+    assert all(runtime.index(i) < user for i in runtime_compiles)  # as root
+    assert "COPY --from=build /opt/fsmflow /opt/fsmflow" in runtime
+    for run in [i for i in build + runtime if i.startswith("RUN ")]:
+        assert "__pycache__" not in run and ".pyc" not in run, f"bytecode thrown away: {run}"
+
+
 def test_the_validator_catches_a_broken_manifest() -> None:
     deployment = one(rendered("base"), "Deployment")
     deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
