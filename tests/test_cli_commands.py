@@ -4,6 +4,7 @@ error on bad input, run as a user runs it (a subprocess)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import sys
@@ -100,6 +101,64 @@ async def test_run_send_status_trace_and_ls(
     assert len(lines) == 2
     assert "turn       ask_name -> ask_email  ok" in lines[0]
     assert "ask_email -> cancelled  ok" in lines[1]
+
+
+async def test_a_resent_message_and_failed_runs(
+    temporal_env: WorkflowEnvironment,
+    client: Client,
+    llm: ScriptedLlm,
+    model_name: str,
+    settings: Settings,
+) -> None:
+    llm.script(model_name, say("ask_email", "Hi Ada, your email?", name="Ada"))
+    chat = f"cli-{uuid.uuid4().hex[:8]}"
+    failing = f"cli-{uuid.uuid4().hex[:8]}"
+    definition = {
+        "name": "strict",
+        "initial_state": "ask",
+        "states": {
+            "ask": {"on_invalid": "fail", "transitions": [{"target": "done"}]},
+            "done": {"terminal": True},
+        },
+    }
+    async with running_worker(client, settings):
+        await fsmflow(temporal_env, settings, "run", "contact_form", "--id", chat)
+        sent = [
+            await fsmflow(temporal_env, settings, "send", chat, "I'm Ada", "--id", "m-1")
+            for _ in range(2)
+        ]
+        llm.script(model_name, *[{"content": "nonsense"}] * 3)
+        started = asyncio.create_task(
+            fsmflow(
+                temporal_env,
+                settings,
+                "run",
+                "strict",
+                "--id",
+                failing,
+                "--wait",
+                "--input",
+                json.dumps({"definition": definition, "agent": None}),
+            )
+        )
+        await asyncio.sleep(1.0)
+        await fsmflow(temporal_env, settings, "send", failing, "hello")
+        code, out, err = await asyncio.wait_for(started, timeout=60)
+        for _ in range(50):
+            listed = await fsmflow(temporal_env, settings, "ls", "--status", "failed")
+            if failing in listed[1]:
+                break
+            await asyncio.sleep(0.2)
+        bad = await fsmflow(temporal_env, settings, "ls", "--status", "broken")
+    # The same --id twice: one turn, the same reply.
+    assert sent[0] == sent[1] and sent[0][0] == 0
+    assert sent[0][1].strip() == "[ask_email · active · step 1] Hi Ada, your email?"
+    # A failed run: --wait prints its result, then the reason, and exits 1.
+    assert code == 1 and '"status": "failed"' in out
+    assert one_line_error(code, err).startswith(f"fsmflow: run {failing} failed: in state 'ask'")
+    assert listed[0] == 0 and failing in listed[1] and chat not in listed[1]
+    assert "FSM STATUS" in listed[1].splitlines()[0]
+    assert bad[0] != 0 and "invalid choice: 'broken'" in bad[2]
 
 
 async def test_run_wait_prints_the_result(

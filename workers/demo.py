@@ -87,9 +87,11 @@ async def _watch(
         except Exception:  # noqa: BLE001 - not started yet
             await asyncio.sleep(0.3)
             continue
-        key = (status.state, status.status)
+        key = (status.state, status.fsm_status)
         if key != last:
-            out.write(f"    state: {status.state:<14} {status.status:<18} step {status.step}\n")
+            out.write(f"    state: {status.state:<14} {status.fsm_status:<18} step {status.step}\n")
+            if status.waiting_since is not None:
+                out.write(f"    ({status.model_failures} failed: {status.last_error})\n")
             out.flush()
             last = key
         if status.status != "active":

@@ -1,16 +1,21 @@
 """Record the histories that the replay tests replay.
 
 Run ``.venv/bin/python -m tests.histories.record NAME...`` to record scenarios
-(all when none is named). Histories recorded by earlier versions stay committed as
-they are: they are what running workflows look like, and the current code must keep
-replaying them (behind ``workflow.patched`` where it changes what they did). Each
-scenario runs on a fresh dev server with the scripted model, and the history is
-written as JSON here.
+(all current ones when none is named). Histories recorded by earlier versions stay
+committed as they are and are never recorded again: they are what running
+workflows of those versions look like, and the current code must keep replaying
+them (behind ``workflow.patched`` where it changes what they did). Those recorded
+before run snapshots are ``form_conversation``, ``research_approved``,
+``research_rejected_then_approved``, ``research_tools_published`` and
+``tools_errors_artifacts_failure``; the ``snapshot_*`` ones are of this version.
+Each scenario runs on a fresh dev server with the scripted model, and the history
+is written as JSON here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
@@ -19,31 +24,30 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from schemas.workflow import (
     AgentResult,
     AgentWorkflowInput,
-    DecideInput,
     DecisionInput,
     MessageInput,
     Reply,
 )
 from tests.conftest import RESEARCH_TOOLS, make_settings, running_worker
-from tests.llm_server import ScriptedLlm, call, move, say
+from tests.llm_server import ScriptedLlm, move, say
 from tests.workflows.helpers import research_publish, research_to_the_gate
-from tests.workflows.test_tools import SPY_AGENT, SPY_TOOLS
+from tests.workflows.test_outages import CHAT, STEPS
+from tests.workflows.test_tools import SPY_TOOLS
 from workers.binaries import temporal_cli
 from workflows.agent import SEARCH_ATTRIBUTES
 
 HERE = Path(__file__).parent
-REVIEW_LOOP = yaml.safe_load((HERE.parent / "workflows" / "review_loop.yaml").read_text())
-"""The tool-free research loop: the research example before it had tools (v1)."""
 
-Scenario = Callable[[Client, str, str], Awaitable[str]]
+Scenario = Callable[[Client, str, str], Awaitable[str | tuple[str, str]]]
+"""Runs a scenario; returns the workflow id (its latest run is recorded) or a
+workflow id and the run id to record."""
 
 
 async def _start(client: Client, queue: str, **request: Any) -> Any:
@@ -56,8 +60,10 @@ async def _start(client: Client, queue: str, **request: Any) -> Any:
     )
 
 
-async def _send(handle: Any, text: str) -> Reply:
-    return await handle.execute_update("send_message", MessageInput(text=text), result_type=Reply)
+async def _send(handle: Any, text: str, update_id: str | None = None) -> Reply:
+    return await handle.execute_update(
+        "send_message", MessageInput(text=text), id=update_id, result_type=Reply
+    )
 
 
 async def _awaiting(handle: Any) -> None:
@@ -74,87 +80,107 @@ async def _awaiting(handle: Any) -> None:
     raise RuntimeError("the run never reached its gate")
 
 
+STRICT: dict[str, Any] = {
+    **CHAT,
+    "name": "strict",
+    "states": {**CHAT["states"], "talk": {**CHAT["states"]["talk"], "on_invalid": "fail"}},
+}
+
 SCRIPTS: dict[str, list[dict[str, Any]]] = {
-    "form_conversation": [
+    "snapshot_form_conversation": [
         {"content": "not json"},
         say("ask_email", "Your email?", name="Ada"),
+        {"status": 401, "message": "invalid api key"},
         say("ask_phone", "Phone?", email="ada@example.com"),
         say("confirm", "Correct?", phone_declined=True),
         say("submitted", "Done", confirmed=True),
     ],
-    "research_approved": [
-        move("write", notes="facts"),
-        move("review", draft="d1"),
-        move("write", verdict="revise", feedback="more"),
-        move("review", draft="d2"),
-        move("publish_gate", verdict="approve"),
-    ],
-    "research_rejected_then_approved": [
-        move("write", notes="facts"),
-        move("review", draft="d1"),
-        move("publish_gate", verdict="approve"),
-        move("review", draft="d2"),
-        move("publish_gate", verdict="approve"),
-    ],
-    "research_tools_published": [*research_to_the_gate(), *research_publish()],
-    "tools_errors_artifacts_failure": [
-        call("complain", topic="fsm"),
-        move("work"),
-        call("big", megabytes=1),
-        call("measure", blob="artifact:2/big.txt"),
-        call("explode"),
-    ],
+    "snapshot_research_continued": [*research_to_the_gate(), *research_publish()],
+    "snapshot_outage_waited_out": [*[{"drop": True}] * 6, move("two"), move("done")],
+    "snapshot_invalid_then_fallback": [{"content": "no idea"}] * 3 + [move("done")],
+    "snapshot_failed_run": [{"content": "???"}] * 3,
+    "snapshot_new_worker_and_early_signal": [say("talk", "one"), say("talk", "two")],
 }
 
+OPTIONS: dict[str, dict[str, Any]] = {
+    "snapshot_research_continued": {"continue_as_new_after": 3},
+    "snapshot_invalid_then_fallback": {"fallback_after": 3, "fallback_model": "record-fallback"},
+}
+"""Worker settings of a scenario besides the defaults."""
 
-async def form_conversation(client: Client, queue: str, model: str) -> str:
+
+async def snapshot_form_conversation(client: Client, queue: str, model: str) -> str:
     handle = await _start(client, queue, agent="contact_form")
-    for text in ["I'm Ada", "ada@example.com", "no phone, thanks", "yes"]:
-        await _send(handle, text)
+    await _send(handle, "I'm Ada", update_id="m1")
+    await _send(handle, "I'm Ada", update_id="m1")  # a resend: the same reply, no turn
+    await _send(handle, "ada@example.com", update_id="m2")  # 401: the fallback reply
+    for i, text in enumerate(["ada@example.com", "no phone, thanks", "yes"], start=3):
+        await _send(handle, text, update_id=f"m{i}")
     await handle.result()
     return handle.id
 
 
-async def research_approved(client: Client, queue: str, model: str) -> str:
-    handle = await _start(client, queue, definition=REVIEW_LOOP, task="Write about FSMs")
-    await _awaiting(handle)
-    await handle.signal("approve", DecisionInput(by="alice", comment="ship it"))
-    await handle.result()
-    return handle.id
-
-
-async def research_rejected_then_approved(client: Client, queue: str, model: str) -> str:
-    handle = await _start(client, queue, definition=REVIEW_LOOP, task="Write about FSMs")
-    await _awaiting(handle)
-    await handle.execute_update("decide", DecideInput(decision="reject", by="bob", comment="no"))
-    await asyncio.sleep(0.5)
-    await _awaiting(handle)
-    await handle.execute_update("decide", DecideInput(decision="approve", by="alice"))
-    await handle.result()
-    return handle.id
-
-
-async def research_tools_published(client: Client, queue: str, model: str) -> str:
+async def snapshot_research_continued(client: Client, queue: str, model: str) -> tuple[str, str]:
     handle = await _start(client, queue, agent="research", task="Durable execution")
-    await _awaiting(handle)
-    await handle.signal("approve", DecisionInput(by="alice", comment="ship it"))
+    latest = client.get_workflow_handle(handle.id, result_type=AgentResult)
+    await _awaiting(latest)
+    await latest.signal("approve", DecisionInput(by="alice", comment="ship it"))
+    await latest.result()
+    # The first run of the chain: started from an input, continued as new.
+    return handle.id, handle.result_run_id or ""
+
+
+async def snapshot_outage_waited_out(client: Client, queue: str, model: str) -> str:
+    handle = await _start(client, queue, definition=STEPS, task="write")
     await handle.result()
     return handle.id
 
 
-async def tools_errors_artifacts_failure(client: Client, queue: str, model: str) -> str:
-    handle = await _start(client, queue, definition=SPY_AGENT)
-    await handle.result()
+async def snapshot_invalid_then_fallback(client: Client, queue: str, model: str) -> str:
+    return await snapshot_outage_waited_out(client, queue, model)
+
+
+async def snapshot_failed_run(client: Client, queue: str, model: str) -> str:
+    handle = await _start(client, queue, definition=STRICT)
+    await _send(handle, "hello")
+    with contextlib.suppress(WorkflowFailureError):
+        await handle.result()
     return handle.id
 
 
 SCENARIOS: dict[str, Scenario] = {
-    "form_conversation": form_conversation,
-    "research_approved": research_approved,
-    "research_rejected_then_approved": research_rejected_then_approved,
-    "research_tools_published": research_tools_published,
-    "tools_errors_artifacts_failure": tools_errors_artifacts_failure,
+    "snapshot_form_conversation": snapshot_form_conversation,
+    "snapshot_research_continued": snapshot_research_continued,
+    "snapshot_outage_waited_out": snapshot_outage_waited_out,
+    "snapshot_invalid_then_fallback": snapshot_invalid_then_fallback,
+    "snapshot_failed_run": snapshot_failed_run,
 }
+
+
+async def _record(
+    env: WorkflowEnvironment, llm: ScriptedLlm, name: str, settings_for: Callable[..., Any]
+) -> tuple[str, str | None]:
+    if name == "snapshot_new_worker_and_early_signal":
+        # A decision signalled with the start, and a worker that restarts between
+        # two messages (the new one asks the run for its definition).
+        settings = settings_for()
+        async with running_worker(env.client, settings):
+            handle = await env.client.start_workflow(
+                "AgentWorkflow",
+                AgentWorkflowInput(definition=CHAT),
+                id=f"record-{uuid.uuid4().hex[:8]}",
+                task_queue=settings.task_queue,
+                start_signal="approve",
+                start_signal_args=[DecisionInput(by="early")],
+            )
+            await _send(handle, "first")
+        async with running_worker(env.client, settings):
+            await _send(handle, "second")
+            await handle.terminate("recorded")
+        return handle.id, None
+    async with running_worker(env.client, settings_for(**OPTIONS.get(name, {}))):
+        found = await SCENARIOS[name](env.client, f"record-{name}", f"record-{name}")
+    return found if isinstance(found, tuple) else (found, None)
 
 
 async def main(names: list[str]) -> None:
@@ -168,17 +194,27 @@ async def main(names: list[str]) -> None:
     )
     llm = ScriptedLlm().start()
     try:
-        for name in names or list(SCENARIOS):
-            scenario = SCENARIOS[name]
+        for name in names or list(SCRIPTS):
+            if name not in SCRIPTS:
+                raise SystemExit(f"unknown scenario {name!r} (histories of earlier versions stay)")
             model = f"record-{name}"
-            queue = f"record-{name}"
             llm.script(model, *SCRIPTS[name])
-            settings = make_settings(
-                llm, model, queue, tool_modules_spec=f"{RESEARCH_TOOLS},{SPY_TOOLS}"
-            )
-            async with running_worker(env.client, settings):
-                workflow_id = await scenario(env.client, queue, model)
-            history = await env.client.get_workflow_handle(workflow_id).fetch_history()
+            llm.script("record-fallback", move("two"))
+
+            def settings_for(model: str = model, **options: Any) -> Any:
+                return make_settings(
+                    llm,
+                    model,
+                    model,
+                    tool_modules_spec=f"{RESEARCH_TOOLS},{SPY_TOOLS}",
+                    backoff_max_seconds=2.0,
+                    **options,
+                )
+
+            workflow_id, run_id = await _record(env, llm, name, settings_for)
+            history = await env.client.get_workflow_handle(
+                workflow_id, run_id=run_id
+            ).fetch_history()
             (HERE / f"{name}.json").write_text(history.to_json())
     finally:
         llm.stop()

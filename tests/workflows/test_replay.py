@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
@@ -23,14 +24,44 @@ def load(path: Path) -> WorkflowHistory:
     return WorkflowHistory.from_json(path.stem, path.read_text())
 
 
+LEGACY = {
+    "form_conversation",
+    "research_approved",
+    "research_rejected_then_approved",
+    "research_tools_published",
+    "tools_errors_artifacts_failure",
+}
+"""Recorded before run snapshots: replayed with their old behaviour, never re-recorded."""
+
+
 def test_histories_are_recorded() -> None:
-    assert {p.stem for p in HISTORIES} >= {
-        "form_conversation",
-        "research_approved",
-        "research_rejected_then_approved",
-        "research_tools_published",
-        "tools_errors_artifacts_failure",
+    assert {p.stem for p in HISTORIES} >= LEGACY | {
+        "snapshot_form_conversation",
+        "snapshot_research_continued",
+        "snapshot_outage_waited_out",
+        "snapshot_invalid_then_fallback",
+        "snapshot_failed_run",
+        "snapshot_new_worker_and_early_signal",
     }
+
+
+def events(name: str) -> list[str]:
+    history = load(Path(__file__).parents[1] / "histories" / f"{name}.json")
+    return [EventType.Name(e.event_type).removeprefix("EVENT_TYPE_") for e in history.events]
+
+
+def test_snapshot_histories_walk_the_paths_they_are_named_after() -> None:
+    for name in LEGACY:
+        assert "MARKER_RECORDED" not in events(name)
+    snapshot = [p.stem for p in HISTORIES if p.stem.startswith("snapshot_")]
+    assert all("MARKER_RECORDED" in events(name)[:8] for name in snapshot)
+    assert events("snapshot_research_continued")[-1] == "WORKFLOW_EXECUTION_CONTINUED_AS_NEW"
+    assert events("snapshot_failed_run")[-1] == "WORKFLOW_EXECUTION_FAILED"
+    outage = events("snapshot_outage_waited_out")
+    assert outage.count("TIMER_FIRED") >= 2 and outage.count("ACTIVITY_TASK_FAILED") >= 2
+    assert events("snapshot_invalid_then_fallback").count("TIMER_FIRED") == 1
+    early = events("snapshot_new_worker_and_early_signal")
+    assert early[1] == "WORKFLOW_EXECUTION_SIGNALED" and "ACTIVITY_TASK_FAILED" in early
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,13 @@ from fsm.engine import start_run
 from fsm.loader import load_file
 from schemas.run import Reply
 from schemas.snapshot import ResolvedDefinition, RunSnapshot
-from schemas.workflow import AgentResult, AgentWorkflowInput, DecisionInput, MessageInput
+from schemas.workflow import (
+    AgentResult,
+    AgentWorkflowInput,
+    Carried,
+    DecisionInput,
+    MessageInput,
+)
 from tests.conftest import EXAMPLES, make_settings, running_worker
 from tests.llm_server import ScriptedLlm, call, move, say
 from tests.workflows.helpers import (
@@ -41,8 +47,9 @@ CHAT: dict[str, Any] = {
 }
 
 
+@pytest.mark.parametrize("field", ["snapshot", "carried"])
 async def test_a_forged_snapshot_in_a_start_input_is_refused(
-    client: Client, llm: ScriptedLlm, model_name: str, settings: Settings
+    client: Client, llm: ScriptedLlm, model_name: str, settings: Settings, field: str
 ) -> None:
     # A snapshot that would put a research run past its approval gate, straight
     # into 'publish', with a huge step bound: only continue-as-new may pass one.
@@ -53,10 +60,19 @@ async def test_a_forged_snapshot_in_a_start_input_is_refused(
         chain_id="forged",
         run=start_run(definition).model_copy(update={"state": "publish"}),
     )
+    # The same, as runs before snapshots carried it (a caller could write either).
+    carried = Carried(
+        definition=document,
+        definition_hash="0" * 64,
+        source="forged",
+        limits=forged.limits,
+        run=forged.run,
+    )
+    request = {"snapshot": forged, "carried": carried}[field]
     async with running_worker(client, settings):
         handle = await client.start_workflow(
             "AgentWorkflow",
-            AgentWorkflowInput(snapshot=forged),
+            AgentWorkflowInput.model_validate({field: request}),
             id=f"forged-{uuid.uuid4().hex[:8]}",
             task_queue=settings.task_queue,
         )

@@ -1,0 +1,276 @@
+"""fsm.judge: judging replies, escalating failures and keeping the snapshot, with
+no server: every function is a value in, a value out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from fsm.engine import record_tool_call, start_run
+from fsm.judge import (
+    Usage,
+    after_autonomous_turn,
+    after_tool_call,
+    answered_reply,
+    backoff_seconds,
+    carry,
+    details,
+    fsm_status,
+    give_up_invalid,
+    judge_reply,
+    note_failure,
+    note_invalid,
+    push_dialogue,
+    reasks_spent,
+    remember_reply,
+    tool_call_key,
+    unanswered,
+    use_fallback,
+)
+from fsm.loader import parse_definition
+from fsm.tools import call_identity
+from schemas.definition import AgentDefinition
+from schemas.run import DialogueTurn, Reply
+from schemas.snapshot import (
+    PendingDecision,
+    ResolvedDefinition,
+    RunLimits,
+    RunSnapshot,
+    TurnProgress,
+)
+from schemas.tools import ToolInfo
+from schemas.turn import ModelReply, ToolCallAction
+from tests.fsm.conftest import build
+
+NOW = datetime(2026, 11, 22, 12, 3, tzinfo=UTC)
+SEARCH = ToolInfo(
+    description="search",
+    parameters={
+        "type": "object",
+        "properties": {"query": {"type": "string", "maxLength": 50}},
+        "required": ["query"],
+        "additionalProperties": False,
+    },
+)
+AUTONOMOUS = {
+    "name": "auto",
+    "mode": "autonomous",
+    "initial_state": "work",
+    "states": {
+        "work": {
+            "tools": ["search"],
+            "transitions": [{"target": "done", "when": {">=": [{"var": "_calls.search"}, 1]}}],
+        },
+        "done": {"terminal": True},
+    },
+}
+
+
+def snapshot_of(definition: AgentDefinition, **changes: object) -> RunSnapshot:
+    snapshot = RunSnapshot(
+        agent=ResolvedDefinition(
+            definition=definition.model_dump(mode="json"), definition_hash="h", source="test"
+        ),
+        chain_id="chain",
+        run=start_run(definition),
+    )
+    return snapshot.model_copy(update=changes)
+
+
+def reply(**fields: object) -> ModelReply:
+    return ModelReply.model_validate({"model": "m", "prompt_tokens": 3, **fields})
+
+
+def say(target: str, **update: object) -> dict[str, object]:
+    return {"target_state": target, "context_update": update, "message": "hi", "reasoning": ""}
+
+
+def test_a_turn_the_engine_accepts_is_applied(shop: AgentDefinition) -> None:
+    judged = judge_reply(shop, start_run(shop), reply(parsed=say("collect", name="Ada")), {})
+    assert judged.accepted and judged.turn is not None and judged.call is None
+    assert judged.run.state == "collect" and judged.run.context == {"name": "Ada"}
+    assert judged.usage == Usage("m", 3, 0) and judged.rejection is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "rejection", "reason"),
+    [
+        (
+            {"problem": "the reply is not valid JSON: x", "content": "{"},
+            "invalid_json",
+            "not valid",
+        ),
+        ({"problem": "cut off", "problem_kind": "truncated"}, "truncated", "cut off"),
+        ({"problem": "the reply does not fit the turn schema"}, "schema", "does not fit"),
+        ({"parsed": {"target": "collect"}}, "shape", "not a valid turn"),
+        ({"parsed": say("collect")}, "engine", "needs 'name' set first"),
+    ],
+)
+def test_rejected_replies_change_only_the_trace(
+    shop: AgentDefinition, fields: dict[str, object], rejection: str, reason: str
+) -> None:
+    run = start_run(shop)
+    judged = judge_reply(shop, run, reply(**fields), {})
+    assert not judged.accepted and judged.rejection == rejection and reason in judged.problem
+    assert judged.run.state == run.state and judged.run.context == run.context
+    assert [(e.accepted, e.model) for e in judged.run.trace] == [(False, "m")]
+
+
+def test_tool_calls_are_allowed_or_refused_but_never_run_here() -> None:
+    definition = parse_definition(AUTONOMOUS, source="auto").definition
+    run = start_run(definition)
+    call = {"reasoning": "", "action": {"kind": "call_tool", "tool": "search", "arguments": {}}}
+    refused = judge_reply(definition, run, reply(parsed=call), {"search": SEARCH})
+    assert refused.rejection == "tool" and "'query' is a required property" in refused.problem
+    call["action"]["arguments"] = {"query": "fsm"}  # type: ignore[index]
+    allowed = judge_reply(definition, run, reply(parsed=call), {"search": SEARCH})
+    assert allowed.call is not None and allowed.run == run
+
+
+def test_backoff_doubles_up_to_its_bound() -> None:
+    limits = RunLimits(model_backoff_max_seconds=30)
+    assert [backoff_seconds(limits, n) for n in range(1, 7)] == [2, 4, 8, 16, 30, 30]
+    assert backoff_seconds(limits, 10_000) == 30
+
+
+def test_a_wait_remembers_since_when_and_how_often() -> None:
+    limits = RunLimits()
+    first = note_failure(None, "unavailable", "refused", NOW, limits)
+    later = note_failure(first, "unavailable", "x" * 1000, NOW + timedelta(minutes=7), limits)
+    assert first.wait is not None and later.wait is not None
+    assert first.wait.retry_at == NOW + timedelta(seconds=2)
+    assert later.wait.since == NOW and later.wait.failures == 2 and later.failures == 2
+    assert len(later.wait.last_error) == 300
+    assert not use_fallback(limits, first) and use_fallback(limits, later)
+
+
+def test_spent_re_asks_follow_on_invalid(shop: AgentDefinition) -> None:
+    limits = RunLimits(max_reasks=1)
+    progress = note_invalid(note_invalid(None, "bad one"), "bad two")
+    assert reasks_spent(limits, progress) and progress.feedback == "bad two"
+    base = snapshot_of(shop, limits=limits, progress=progress)
+    waited = give_up_invalid(shop, base, NOW, conversation=False)
+    assert waited.progress is not None and waited.progress.wait is not None
+    assert waited.progress.invalid == 0 and waited.progress.wait.kind == "invalid"
+    assert waited.progress.feedback == "bad two" and waited.run == base.run
+    assert give_up_invalid(shop, base, NOW, conversation=True) == base
+    failing = parse_definition(
+        build(
+            {
+                "states": {
+                    **build()["states"],
+                    "greeting": {**build()["states"]["greeting"], "on_invalid": "fail"},
+                }
+            }
+        ),
+        source="shop",
+    ).definition
+    failed = give_up_invalid(
+        failing, snapshot_of(failing, progress=progress), NOW, conversation=True
+    )
+    assert failed.run.status == "failed" and "no valid turn after 2 attempts" in str(
+        failed.run.end_reason
+    )
+    moving = parse_definition(
+        build(
+            {
+                "states": {
+                    **build()["states"],
+                    "greeting": {**build()["states"]["greeting"], "on_invalid": {"goto": "bye"}},
+                }
+            }
+        ),
+        source="shop",
+    ).definition
+    moved = give_up_invalid(moving, snapshot_of(moving, progress=progress), NOW, conversation=True)
+    assert moved.run.state == "bye" and moved.run.status == "completed"
+    assert moved.run.trace[-1].kind == "on_invalid" and moved.progress is None
+
+
+def test_dialogue_and_answered_messages_stay_within_their_bounds(shop: AgentDefinition) -> None:
+    snapshot = snapshot_of(shop, limits=RunLimits(history_keep=3, answered_keep=2))
+    for i in range(5):
+        snapshot = push_dialogue(snapshot, DialogueTurn(role="user", text=f"m{i}"))
+        answer = Reply(message=f"r{i}", state="greeting", status="active", accepted=True, step=i)
+        snapshot = remember_reply(snapshot, f"id-{i}", answer)
+    assert [t.text for t in snapshot.dialogue] == ["m2", "m3", "m4"]
+    assert answered_reply(snapshot, "id-4") is not None and answered_reply(snapshot, "id-2") is None
+    assert answered_reply(snapshot, None) is None
+    assert remember_reply(snapshot, None, answer) == snapshot
+
+
+def test_continue_as_new_carries_everything_within_bounds(shop: AgentDefinition) -> None:
+    run = start_run(shop)
+    for _ in range(5):
+        run = judge_reply(shop, run, reply(parsed=say("collect")), {}).run
+    snapshot = snapshot_of(
+        shop,
+        limits=RunLimits(trace_keep=2, history_keep=1),
+        run=run,
+        task="write about FSMs",
+        dialogue=(DialogueTurn(role="user", text="a"), DialogueTurn(role="user", text="b")),
+        pending=PendingDecision(decision="approve", by="alice"),
+        last_call="work/abc",
+        progress=note_failure(None, "unavailable", "down", NOW, RunLimits()),
+        turns=99,
+        tokens=1234,
+    )
+    carried = carry(snapshot)
+    assert len(carried.run.trace) == 2 and [t.text for t in carried.dialogue] == ["b"]
+    assert carried.turns == 0
+    unchanged = ("task", "pending", "last_call", "progress", "tokens", "agent", "chain_id")
+    assert all(getattr(carried, name) == getattr(snapshot, name) for name in unchanged)
+    # What continue-as-new passes is JSON: the snapshot survives the round trip.
+    assert RunSnapshot.model_validate_json(carried.model_dump_json()) == carried
+
+
+def test_status_and_details_say_why_a_run_waits(shop: AgentDefinition) -> None:
+    snapshot = snapshot_of(shop)
+    assert fsm_status(snapshot) == "active"
+    waiting = snapshot.model_copy(
+        update={"progress": note_failure(None, "unavailable", "refused", NOW, RunLimits())}
+    )
+    assert fsm_status(waiting) == "waiting_for_model"
+    text = details(shop, waiting)
+    assert "waiting for the model since 2026-11-22 12:03:00 UTC, 1 failed attempt," in text
+    assert text.endswith("last error: refused")
+    gone = unanswered(waiting, "no valid reply within 60 s")
+    assert fsm_status(gone) == "active" and gone.run.trace[-1].kind == "unanswered"
+
+
+def test_a_repeated_tool_call_is_pointed_out() -> None:
+    definition = parse_definition(AUTONOMOUS, source="auto").definition
+    snapshot = snapshot_of(definition, progress=TurnProgress(failures=1))
+    call = ToolCallAction(kind="call_tool", tool="search", arguments={"query": "fsm"})
+    once = after_tool_call(
+        definition,
+        snapshot,
+        call,
+        Usage(),
+        ok=True,
+        text="[]",
+        outcome="ok",
+        artifacts=[],
+        values={},
+    )
+    twice = after_tool_call(
+        definition, once, call, Usage(), ok=True, text="[]", outcome="ok", artifacts=[], values={}
+    )
+    assert once.progress is None and once.run.step == 1 and once.run.calls["search"] == 1
+    assert [t.role for t in once.dialogue] == ["tool"]
+    assert [t.role for t in twice.dialogue] == ["tool", "tool", "user"]
+    assert "same arguments as before" in twice.dialogue[-1].text
+    key = tool_call_key("wf", "chain", once.run, call)
+    assert key == f"wf/chain/1/1/{call_identity('search', {'query': 'fsm'})}"
+
+
+def test_a_stay_that_changed_nothing_is_pointed_out() -> None:
+    definition = parse_definition(AUTONOMOUS, source="auto").definition
+    snapshot = snapshot_of(definition)
+    before = snapshot.run
+    stayed = after_autonomous_turn(definition, before, snapshot)
+    assert "changed nothing" in stayed.dialogue[-1].text
+    searched = record_tool_call(definition, before, "search", ok=True, outcome="ok")
+    moved = snapshot.model_copy(update={"run": searched.model_copy(update={"state": "done"})})
+    assert after_autonomous_turn(definition, before, moved) == moved
