@@ -393,7 +393,7 @@ def details(definition: AgentDefinition, snapshot: RunSnapshot) -> str:
             "unavailable": "waiting for the model",
             "rejected": "waiting for the model endpoint to accept requests",
             "invalid": "waiting: the model's replies were invalid",
-            "deploy": "waiting for a worker with this model tier",
+            "deploy": "waiting for a worker with the run's model tier or tool",
         }[wait.kind]
         text += (
             f"\n\n{what} since {wait.since:%Y-%m-%d %H:%M:%S} UTC, {wait.failures} "

@@ -468,7 +468,8 @@ class AgentWorkflow:
         if conversation and (kind == "rejected" or (deadline and workflow.now() >= deadline)):
             return reason
         if kind == "deploy" and deploy_grace_over(snapshot.limits, progress, workflow.now()):
-            self._set(fail_after_grace(self._snap(), f"model tier {state!r}'s model", message))
+            tier = self._require_definition().states[state].model
+            self._set(fail_after_grace(self._snap(), f"model tier {tier!r}", message))
             return reason
         return None
 

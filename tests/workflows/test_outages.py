@@ -22,7 +22,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import free_port, make_settings, running_worker
-from tests.llm_server import ScriptedLlm, move, say
+from tests.llm_server import ScriptedLlm, call, move, say
 from tests.workflows.helpers import (
     decide,
     failed_result,
@@ -301,7 +301,8 @@ async def test_a_worker_without_the_model_tier_is_waited_out_then_named(
         ended = await asyncio.wait_for(waits.result(), timeout=60)
     assert "model tier 'capable' is not configured on this worker" in waiting.last_error
     assert ended.status == "completed" and ended.trace[-1].model == capable
-    assert failed.end_reason is not None and "no worker has model tier" in failed.end_reason
+    assert failed.end_reason is not None
+    assert "in state 'work': no worker has model tier 'capable' after 2 s" in failed.end_reason
     assert "after 2 s" in failed.end_reason
 
 
@@ -368,3 +369,42 @@ async def test_a_real_outage_longer_than_the_old_budget(
     assert all(s.model_failures >= 5 for s in during), [s.model_failures for s in during]
     assert all(r.status == "completed" for r in results)
     assert answered.accepted and answered.status == "completed"
+
+
+async def test_a_worker_without_the_tool_is_waited_out_then_named(
+    client: Client,
+    llm: ScriptedLlm,
+    model_name: str,
+    task_queue: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SPY_LOG", str(tmp_path / "spy.log"))
+    gated = {
+        "name": "gated_tool",
+        "mode": "autonomous",
+        "initial_state": "gate",
+        "states": {
+            "gate": {"approval": {"on_approve": "work", "on_reject": "done"}},
+            "work": {"tools": ["record"], "transitions": [{"target": "done"}]},
+            "done": {"terminal": True},
+        },
+    }
+    spy = str(Path(__file__).parent / "spy_tools.py")
+    with_tool = make_settings(
+        llm, model_name, task_queue, tool_modules_spec=spy, deploy_grace_seconds=3
+    )
+    without = make_settings(llm, model_name, task_queue, tool_modules_spec="")
+    async with running_worker(client, with_tool):
+        handle = await start(client, with_tool, definition=gated)
+        await wait_for_status(handle, lambda s: s.status == "awaiting_approval")
+    llm.script(model_name, call("record", text="hello", times=1))
+    async with running_worker(client, without):
+        await decide(handle, "approve")
+        waiting = await wait_for_status(handle, lambda s: s.fsm_status == "waiting_for_model")
+        failed = await asyncio.wait_for(failed_result(handle), timeout=60)
+    assert waiting.waiting_for == "tool"
+    assert "tool 'record' is not registered on this worker" in waiting.last_error
+    assert failed.end_reason is not None
+    assert "no worker has tool 'record' after 3 s" in failed.end_reason
+    assert not (tmp_path / "spy.log").exists() or "record" not in (tmp_path / "spy.log").read_text()
