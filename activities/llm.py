@@ -147,6 +147,11 @@ def _first_error(schema: dict[str, Any], value: Any, where: list[Any]) -> tuple[
         return None
     path = [*where, *error.absolute_path]
     instance = error.instance
+    if error.validator == "anyOf" and instance is not None:
+        options = [o for o in error.schema["anyOf"] if not (isinstance(o, dict) and allows_null(o))]
+        if len(options) == 1:
+            # A nullable value that is not null: say what is wrong with the value.
+            return _first_error(options[0], instance, path)
     if error.validator == "anyOf" and isinstance(instance, dict):
         # A declaration is one of several variants: judge it against the one it
         # chose (its kind and tool), or say which kinds and tools exist here.

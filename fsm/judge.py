@@ -207,26 +207,104 @@ def give_up_invalid(
     snapshot: RunSnapshot,
     now: datetime,
     *,
-    conversation: bool,
+    can_wait: bool,
 ) -> RunSnapshot:
     """The model gave no valid turn after its re-asks: the state's ``on_invalid`` rule.
 
-    ``fail`` and ``{goto}`` are applied to the run; ``wait`` pauses an autonomous
-    run (a new round of re-asks after the pause) and, in a conversation, leaves
-    the run as it is (the caller replies with the fallback).
+    ``fail`` and ``{goto}`` are applied to the run; ``wait`` pauses the run when it
+    ``can_wait`` (an autonomous run: a new round of re-asks after the pause) and
+    otherwise leaves it as it is (a conversation replies with the fallback).
     """
     progress = snapshot.progress or TurnProgress()
-    attempts = progress.invalid
-    reason = f"no valid turn after {attempts} attempts; last problem: {progress.feedback}"
+    reason = f"no valid turn after {progress.invalid} attempts; last problem: {progress.feedback}"
     run = snapshot.run
     if definition.states[run.state].on_invalid != "wait":
         after = apply_on_invalid(definition, run, reason)
         return snapshot.model_copy(update={"run": after, "progress": None})
-    if conversation:
+    if not can_wait:
         return snapshot
     waiting = note_failure(progress, "invalid", reason, now, snapshot.limits)
     # The pause starts a new round of re-asks; the feedback stays for the next one.
     return snapshot.model_copy(update={"progress": waiting.model_copy(update={"invalid": 0})})
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """What a failed call or a rejected reply leads to.
+
+    Attributes:
+        snapshot: The snapshot after it (trace, the turn's progress, maybe the run
+            moved or ended by the definition's rules).
+        ends_turn: Why the turn ends without a valid reply, or None to ask again
+            (after the pause ``snapshot.progress.wait.retry_at`` says, if any).
+    """
+
+    snapshot: RunSnapshot
+    ends_turn: str | None = None
+
+
+FAILURE_KINDS: Mapping[str, WaitKind] = {
+    "LlmRequestRejected": "rejected",
+    "UnknownTier": "deploy",
+}
+"""Wait kinds of the LLM activity's error types (every other failure: unavailable)."""
+
+
+def reply_rejected(
+    definition: AgentDefinition,
+    snapshot: RunSnapshot,
+    problem: str,
+    now: datetime,
+    *,
+    can_wait: bool,
+) -> Escalation:
+    """An invalid reply: a re-ask with the reason, or, once they are spent, ``on_invalid``.
+
+    See ``give_up_invalid`` for what the state's rule does.
+    """
+    progress = note_invalid(snapshot.progress, problem)
+    snapshot = snapshot.model_copy(update={"progress": progress})
+    if not reasks_spent(snapshot.limits, progress):
+        return Escalation(snapshot)
+    after = give_up_invalid(definition, snapshot, now, can_wait=can_wait)
+    moved = after.run.ended or after.run.state != snapshot.run.state
+    if not can_wait or moved:
+        return Escalation(after, f"no valid turn after {progress.invalid} attempts: {problem}")
+    return Escalation(after)
+
+
+def model_failed(
+    definition: AgentDefinition,
+    snapshot: RunSnapshot,
+    failure_type: str,
+    message: str,
+    now: datetime,
+    *,
+    conversation: bool,
+    past_deadline: bool = False,
+) -> Escalation:
+    """A model call failed (after the activity's own retries): wait, or end the turn.
+
+    An outage or a refused request makes the run wait (one trace entry per
+    distinct error, however long it lasts); a conversation turn ends at once on a
+    refused request or past its deadline; a worker fleet still without the
+    state's model tier after the deploy grace fails the run naming it.
+    """
+    reason = f"model call failed: {message}"
+    if failure_type == "NoTurn":
+        return Escalation(snapshot, message)
+    progress = snapshot.progress
+    last = progress.wait.last_error if progress is not None and progress.wait else None
+    run = snapshot.run if last == reason else record_rejection(snapshot.run, reason)
+    kind = FAILURE_KINDS.get(failure_type, "unavailable")
+    progress = note_failure(progress, kind, reason, now, snapshot.limits)
+    snapshot = snapshot.model_copy(update={"run": run, "progress": progress})
+    if conversation and (kind == "rejected" or past_deadline):
+        return Escalation(snapshot, reason)
+    if kind == "deploy" and deploy_grace_over(snapshot.limits, progress, now):
+        tier = definition.states[run.state].model
+        return Escalation(fail_after_grace(snapshot, f"model tier {tier!r}", message), reason)
+    return Escalation(snapshot)
 
 
 def deploy_grace_over(limits: RunLimits, progress: TurnProgress, now: datetime) -> bool:

@@ -27,8 +27,9 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 with workflow.unsafe.imports_passed_through():
     # Pure modules (no clock, randomness or I/O; see fsm/__init__.py) and pydantic
     # models. Passing them through keeps one copy of pydantic and jsonschema
-    # instead of re-importing them in every workflow sandbox; they hold no state
-    # between calls, so sharing them cannot leak anything across runs.
+    # instead of re-importing them in every workflow sandbox; they keep no run data
+    # between calls (only caches of compiled schemas and patterns), so sharing them
+    # cannot leak anything across runs.
     from fsm.context import redact
     from fsm.engine import (
         ContextError,
@@ -50,13 +51,12 @@ with workflow.unsafe.imports_passed_through():
         details,
         fail_after_grace,
         fsm_status,
-        give_up_invalid,
         judge_reply,
+        model_failed,
         note_failure,
-        note_invalid,
         push_dialogue,
-        reasks_spent,
         remember_reply,
+        reply_rejected,
         tool_call_key,
         unanswered,
         use_fallback,
@@ -79,7 +79,6 @@ with workflow.unsafe.imports_passed_through():
         ResolvedDefinition,
         RunSnapshot,
         TurnProgress,
-        WaitKind,
     )
     from schemas.turn import ToolCallAction
     from schemas.workflow import (
@@ -106,11 +105,6 @@ PATCH_SNAPSHOT = "fsmflow-run-snapshot"
 """Marks runs that wait out outages and fail as Temporal failures (see the module doc)."""
 
 DEFAULT_FALLBACK_MESSAGE = "Sorry, I could not process that. Could you say it again?"
-
-_FAILURE_KINDS: dict[str, WaitKind] = {
-    "LlmRequestRejected": "rejected",
-    "UnknownTier": "deploy",
-}
 
 
 def _failure(error: BaseException) -> tuple[str, str]:
@@ -418,60 +412,39 @@ class AgentWorkflow:
             try:
                 reply = await self._ask(deadline)
             except ActivityError as exc:
-                outcome = self._model_failed(exc, conversation=conversation, deadline=deadline)
-                if outcome is not None:
-                    return outcome
-                continue
-            self._set(
-                self._snap().model_copy(update={"tokens": self._snap().tokens + reply.tokens})
-            )
-            judgement = self._judge(reply)
-            if judgement.accepted:
-                self._set(self._snap().model_copy(update={"progress": None}))
-                return judgement
-            progress = note_invalid(self._snap().progress, judgement.problem)
-            self._set(self._snap().model_copy(update={"progress": progress}))
-            if not reasks_spent(limits, progress):
-                continue
-            if self._legacy:
-                attempts = limits.max_reasks + 1
-                return f"no valid turn after {attempts} attempts; last problem: {judgement.problem}"
-            before = self._state()
-            self._set(
-                give_up_invalid(definition, self._snap(), workflow.now(), conversation=conversation)
-            )
-            after = self._state()
-            if conversation or after.ended or after.state != before.state:
-                return f"no valid turn after {progress.invalid} attempts: {judgement.problem}"
-
-    def _model_failed(
-        self, exc: ActivityError, *, conversation: bool, deadline: datetime | None
-    ) -> str | None:
-        """Record a failed model call; returns why the turn ends, or None to try again."""
-        kind_name, message = _failure(exc)
-        reason = f"model call failed: {message}"
-        state = self._state().state
-        self._count("fsmflow_rejections", state=state, reason="model_error")
-        if kind_name == "NoTurn":
-            return message
-        snapshot = self._snap()
-        progress = snapshot.progress
-        last = progress.wait.last_error if progress is not None and progress.wait else None
-        if last != reason:
-            # One trace entry per distinct error, however long the outage lasts.
-            self._set_run(record_rejection(self._state(), reason))
-        if self._legacy:
-            return reason
-        kind = _FAILURE_KINDS.get(kind_name, "unavailable")
-        progress = note_failure(progress, kind, reason, workflow.now(), snapshot.limits)
-        self._set(self._snap().model_copy(update={"progress": progress}))
-        if conversation and (kind == "rejected" or (deadline and workflow.now() >= deadline)):
-            return reason
-        if kind == "deploy" and deploy_grace_over(snapshot.limits, progress, workflow.now()):
-            tier = self._require_definition().states[state].model
-            self._set(fail_after_grace(self._snap(), f"model tier {tier!r}", message))
-            return reason
-        return None
+                failure_type, message = _failure(exc)
+                self._count("fsmflow_rejections", state=snapshot.run.state, reason="model_error")
+                if self._legacy:
+                    reason = f"model call failed: {message}"
+                    self._set_run(record_rejection(self._state(), reason))
+                    return reason
+                past = deadline is not None and workflow.now() >= deadline
+                escalation = model_failed(
+                    definition,
+                    self._snap(),
+                    failure_type,
+                    message,
+                    workflow.now(),
+                    conversation=conversation,
+                    past_deadline=past,
+                )
+            else:
+                tokens = self._snap().tokens + reply.tokens
+                self._set(self._snap().model_copy(update={"tokens": tokens}))
+                judgement = self._judge(reply)
+                if judgement.accepted:
+                    self._set(self._snap().model_copy(update={"progress": None}))
+                    return judgement
+                escalation = reply_rejected(
+                    definition,
+                    self._snap(),
+                    judgement.problem,
+                    workflow.now(),
+                    can_wait=not conversation and not self._legacy,
+                )
+            self._set(escalation.snapshot)
+            if escalation.ends_turn is not None:
+                return escalation.ends_turn
 
     def _judge(self, reply: LlmTurnOutput) -> Judgement:
         """Let the engine judge a reply; the snapshot takes the run it returns."""

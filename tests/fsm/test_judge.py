@@ -19,11 +19,13 @@ from fsm.judge import (
     fsm_status,
     give_up_invalid,
     judge_reply,
+    model_failed,
     note_failure,
     note_invalid,
     push_dialogue,
     reasks_spent,
     remember_reply,
+    reply_rejected,
     tool_call_key,
     unanswered,
     use_fallback,
@@ -150,11 +152,11 @@ def test_spent_re_asks_follow_on_invalid(shop: AgentDefinition) -> None:
     progress = note_invalid(note_invalid(None, "bad one"), "bad two")
     assert reasks_spent(limits, progress) and progress.feedback == "bad two"
     base = snapshot_of(shop, limits=limits, progress=progress)
-    waited = give_up_invalid(shop, base, NOW, conversation=False)
+    waited = give_up_invalid(shop, base, NOW, can_wait=True)
     assert waited.progress is not None and waited.progress.wait is not None
     assert waited.progress.invalid == 0 and waited.progress.wait.kind == "invalid"
     assert waited.progress.feedback == "bad two" and waited.run == base.run
-    assert give_up_invalid(shop, base, NOW, conversation=True) == base
+    assert give_up_invalid(shop, base, NOW, can_wait=False) == base
     failing = parse_definition(
         build(
             {
@@ -166,9 +168,7 @@ def test_spent_re_asks_follow_on_invalid(shop: AgentDefinition) -> None:
         ),
         source="shop",
     ).definition
-    failed = give_up_invalid(
-        failing, snapshot_of(failing, progress=progress), NOW, conversation=True
-    )
+    failed = give_up_invalid(failing, snapshot_of(failing, progress=progress), NOW, can_wait=False)
     assert failed.run.status == "failed" and "no valid turn after 2 attempts" in str(
         failed.run.end_reason
     )
@@ -183,7 +183,7 @@ def test_spent_re_asks_follow_on_invalid(shop: AgentDefinition) -> None:
         ),
         source="shop",
     ).definition
-    moved = give_up_invalid(moving, snapshot_of(moving, progress=progress), NOW, conversation=True)
+    moved = give_up_invalid(moving, snapshot_of(moving, progress=progress), NOW, can_wait=False)
     assert moved.run.state == "bye" and moved.run.status == "completed"
     assert moved.run.trace[-1].kind == "on_invalid" and moved.progress is None
 
@@ -274,3 +274,73 @@ def test_a_stay_that_changed_nothing_is_pointed_out() -> None:
     searched = record_tool_call(definition, before, "search", ok=True, outcome="ok")
     moved = snapshot.model_copy(update={"run": searched.model_copy(update={"state": "done"})})
     assert after_autonomous_turn(definition, before, moved) == moved
+
+
+def test_a_failed_call_waits_and_is_traced_once_per_error(shop: AgentDefinition) -> None:
+    snapshot = snapshot_of(shop)
+    first = model_failed(shop, snapshot, "LlmUnavailable", "refused", NOW, conversation=False)
+    again = model_failed(
+        shop,
+        first.snapshot,
+        "LlmUnavailable",
+        "refused",
+        NOW + timedelta(seconds=2),
+        conversation=False,
+    )
+    other = model_failed(shop, again.snapshot, "LlmUnavailable", "reset", NOW, conversation=False)
+    assert first.ends_turn is None and again.ends_turn is None
+    assert [e.reason for e in other.snapshot.run.trace] == [
+        "model call failed: refused",
+        "model call failed: reset",
+    ]
+    assert other.snapshot.progress is not None and other.snapshot.progress.wait is not None
+    assert other.snapshot.progress.wait.failures == 3
+
+
+@pytest.mark.parametrize(
+    ("failure", "conversation", "past", "ends"),
+    [
+        ("LlmRequestRejected", True, False, True),
+        ("LlmRequestRejected", False, False, False),
+        ("LlmUnavailable", True, True, True),
+        ("LlmUnavailable", True, False, False),
+        ("NoTurn", False, False, True),
+    ],
+)
+def test_when_a_failed_call_ends_the_turn(
+    shop: AgentDefinition, failure: str, conversation: bool, past: bool, ends: bool
+) -> None:
+    escalation = model_failed(
+        shop,
+        snapshot_of(shop),
+        failure,
+        "boom",
+        NOW,
+        conversation=conversation,
+        past_deadline=past,
+    )
+    assert (escalation.ends_turn is not None) is ends
+
+
+def test_a_fleet_without_the_tier_fails_the_run_after_the_grace(shop: AgentDefinition) -> None:
+    snapshot = snapshot_of(shop, limits=RunLimits(deploy_grace_seconds=60))
+    waiting = model_failed(shop, snapshot, "UnknownTier", "no tier", NOW, conversation=False)
+    assert waiting.ends_turn is None and not waiting.snapshot.run.ended
+    later = NOW + timedelta(seconds=61)
+    over = model_failed(shop, waiting.snapshot, "UnknownTier", "no tier", later, conversation=False)
+    assert over.snapshot.run.status == "failed"
+    assert "no worker has model tier 'default' after 60 s: no tier" in str(
+        over.snapshot.run.end_reason
+    )
+
+
+def test_rejected_replies_re_ask_then_pause(shop: AgentDefinition) -> None:
+    snapshot = snapshot_of(shop, limits=RunLimits(max_reasks=1))
+    first = reply_rejected(shop, snapshot, "bad", NOW, can_wait=True)
+    spent = reply_rejected(shop, first.snapshot, "bad again", NOW, can_wait=True)
+    told = reply_rejected(shop, first.snapshot, "bad again", NOW, can_wait=False)
+    assert first.ends_turn is None and first.snapshot.progress is not None
+    assert first.snapshot.progress.feedback == "bad"
+    assert spent.ends_turn is None and spent.snapshot.progress is not None
+    assert spent.snapshot.progress.wait is not None and spent.snapshot.progress.invalid == 0
+    assert told.ends_turn == "no valid turn after 2 attempts: bad again"
