@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import openai
 import structlog
+from openai.types.chat import ChatCompletion
 from opentelemetry import trace
 from pydantic import SecretStr
 from temporalio import activity
@@ -232,7 +233,7 @@ class LlmActivities:
         schema_name: str,
         schema: dict[str, Any],
     ) -> dict[str, Any]:
-        """The keyword arguments of ``chat.completions.create`` for one call."""
+        """The request body of one chat completion."""
         options: dict[str, Any] = {"model": endpoint.model}
         if self._config.response_format == "json_object":
             # Without schema-constrained decoding the model must read the schema.
@@ -316,7 +317,12 @@ class LlmActivities:
         started = time.monotonic()
         try:
             async with heartbeating():
-                response = await self._client(endpoint).chat.completions.create(**options)
+                # The documented low-level request with the body as built: the typed
+                # create() walks the whole turn schema through its TypedDict transform
+                # on every call (~1.4 ms of a ~5 ms call to a local server).
+                response = await self._client(endpoint).post(
+                    "/chat/completions", body=options, cast_to=ChatCompletion
+                )
         except openai.APIStatusError as exc:
             status = exc.status_code
             retryable = status in RETRYABLE_STATUS or status >= 500
