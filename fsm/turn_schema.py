@@ -177,14 +177,16 @@ def no_turn_reason(
 ) -> str | None:
     """Why the run cannot take a model turn now, or None when it can.
 
-    The cheap twin of ``turn_schema``'s refusal: the workflow asks before it calls
-    the model, so a state with no way forward is named at once.
+    The cheap twin of ``turn_schema``'s refusal, asked before every model call:
+    an open state without callable tools always offers a move (staying, at
+    least), so the moves are only computed for a state with tools.
     """
-    if allowed_targets(definition, run):
-        return None
-    callable_now = callable_tools(definition, run)
-    if not callable_now:
+    state = definition.states[run.state]
+    if run.status != "active" or state.terminal or state.approval is not None:
         return f"the run takes no turn in state {run.state!r} ({run.status})"
+    callable_now = callable_tools(definition, run)
+    if not callable_now or allowed_targets(definition, run):
+        return None
     known = tools or {}
     if any(t in known and tool_arguments_schema(known[t], run) is not None for t in callable_now):
         return None

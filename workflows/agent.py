@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey
+from temporalio.common import MetricCounter, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
@@ -153,6 +153,7 @@ class AgentWorkflow:
         self._early: list[tuple[Decision, DecisionInput]] = []
         self._published: tuple[str, str, str] | None = None
         self._detailed = ""
+        self._counters: dict[str, MetricCounter] = {}
         self._legacy = False
 
     # ----------------------------------------------------------------- main loop
@@ -314,9 +315,11 @@ class AgentWorkflow:
         """Add to an fsmflow counter (Temporal's meter: not emitted during replay)."""
         if value <= 0:
             return
+        counter = self._counters.get(name)
+        if counter is None:
+            counter = self._counters[name] = workflow.metric_meter().create_counter(name)
         definition = self._definition
-        attributes = {"agent": definition.name if definition else "", **labels}
-        workflow.metric_meter().create_counter(name).add(value, attributes)
+        counter.add(value, {"agent": definition.name if definition else "", **labels})
 
     # ------------------------------------------------------------- model turns
 
