@@ -505,19 +505,6 @@ def apply_on_invalid(definition: AgentDefinition, run: RunState, reason: str) ->
     return _enter(definition, run, rule.goto, dict(run.context), entry).run
 
 
-def record_unanswered(run: RunState, reason: str) -> RunState:
-    """Trace a message the run could not answer (it stays in the dialogue)."""
-    entry = TraceEntry(
-        step=run.step,
-        kind="unanswered",
-        from_state=run.state,
-        to_state=None,
-        accepted=False,
-        reason=reason,
-    )
-    return run.model_copy(update={"trace": (*run.trace, entry)})
-
-
 def tool_call_problem(
     definition: AgentDefinition,
     run: RunState,

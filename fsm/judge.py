@@ -27,7 +27,6 @@ from fsm.engine import (
     parse_turn,
     record_rejection,
     record_tool_call,
-    record_unanswered,
     tool_call_problem,
 )
 from fsm.tools import call_identity
@@ -408,7 +407,7 @@ def after_tool_call(
 
 def unanswered(snapshot: RunSnapshot, reason: str) -> RunSnapshot:
     """A message the run could not answer: traced; it stays in the dialogue."""
-    run = record_unanswered(snapshot.run, f"message not answered: {reason}")
+    run = record_rejection(snapshot.run, f"message not answered: {reason}", kind="unanswered")
     return snapshot.model_copy(update={"run": run, "progress": None})
 
 

@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 
 from tests.llm_server import ScriptedLlm
 from workers.binaries import temporal_cli, temporal_test_server
+from workers.client import register_search_attributes
 from workers.settings import Settings
 from workers.worker import running
 from workflows.agent import SEARCH_ATTRIBUTES
@@ -124,6 +125,20 @@ async def running_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
 @pytest.fixture(scope="session")
 def test_server_path() -> Path:
     return temporal_test_server()
+
+
+@pytest.fixture(scope="module")
+async def skipping_env(test_server_path: Path) -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server (timers fire as soon as nothing else runs)."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(test_server_path),
+        data_converter=pydantic_data_converter,
+    )
+    await register_search_attributes(env.client)
+    try:
+        yield env
+    finally:
+        await env.shutdown()
 
 
 def free_ports(count: int = 1) -> list[int]:

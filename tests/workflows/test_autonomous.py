@@ -5,13 +5,11 @@ failure on exhaustion. The research example with tools is in test_tools.py."""
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import yaml
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import running_worker
@@ -24,7 +22,6 @@ from tests.workflows.helpers import (
     start,
     wait_for_status,
 )
-from workers.client import register_search_attributes
 from workers.settings import Settings
 
 TASK = "Write a short article on finite state machines for LLM agents."
@@ -146,19 +143,6 @@ async def test_exhausted_re_asks_fail_the_run_naming_the_cause(
     assert reasons[0].startswith("the reply is not valid JSON")
     assert "the reply does not fit the turn schema at action" in reasons[1]
     assert result.trace[-1].kind == "fail"
-
-
-@pytest.fixture(scope="module")
-async def skipping_env(test_server_path: Path) -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(test_server_path),
-        data_converter=pydantic_data_converter,
-    )
-    await register_search_attributes(env.client)
-    try:
-        yield env
-    finally:
-        await env.shutdown()
 
 
 async def test_undecided_gate_times_out(

@@ -10,7 +10,7 @@ state's fallback reply within ``FSMFLOW_TURN_TIMEOUT`` and keeps the message.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,6 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import free_port, make_settings, running_worker
@@ -32,7 +31,6 @@ from tests.workflows.helpers import (
     trace,
     wait_for_status,
 )
-from workers.client import register_search_attributes
 from workers.settings import Settings
 
 STEPS: dict[str, Any] = {
@@ -156,19 +154,6 @@ async def test_an_outage_is_waited_out_and_runs_continue_by_themselves(
     assert [e.kind for e in chat_trace if e.kind == "unanswered"] == ["unanswered"]
     prompt = [m["content"] for m in requests[-1]["messages"]]
     assert "hello?" in prompt and "The assistant is unavailable right now." in prompt
-
-
-@pytest.fixture(scope="module")
-async def skipping_env(test_server_path: Path) -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(test_server_path),
-        data_converter=pydantic_data_converter,
-    )
-    await register_search_attributes(env.client)
-    try:
-        yield env
-    finally:
-        await env.shutdown()
 
 
 async def test_hours_of_dropped_connections_are_waited_out(
