@@ -24,6 +24,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger import SqliteLedger
+from bench.turns import quiet_production_logging
 from schemas.workflow import AgentResult, AgentWorkflowInput
 from tests.conftest import RESEARCH_TOOLS, make_settings, running_worker
 from tests.llm_server import ScriptedLlm, call, move
@@ -112,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=60)
     args = parser.parse_args()
+    quiet_production_logging()
     ledger = asyncio.run(ledger_milliseconds())
     figures = asyncio.run(durable(args.steps))
     print(f"autonomous steps, {args.steps} per run, median of 3 runs (ms per step):")
