@@ -106,6 +106,9 @@ PATCH_SNAPSHOT = "fsmflow-run-snapshot"
 
 DEFAULT_FALLBACK_MESSAGE = "Sorry, I could not process that. Could you say it again?"
 
+LAST_CALL = timedelta(seconds=2)
+"""The least time a conversation turn keeps for a last model call before its deadline."""
+
 
 def _failure(error: BaseException) -> tuple[str, str]:
     """The type and innermost message of an activity failure."""
@@ -399,11 +402,16 @@ class AgentWorkflow:
             wait = snapshot.progress.wait if snapshot.progress is not None else None
             if wait is not None and wait.retry_at is not None:
                 pause = wait.retry_at - workflow.now()
-                if deadline is not None and workflow.now() + pause >= deadline:
-                    return f"no valid reply within {limits.turn_timeout_seconds:g} s: " + (
-                        wait.last_error
-                    )
-                if deadline is None and self._should_continue_as_new():
+                if deadline is not None:
+                    # A conversation turn pauses no longer than its deadline allows
+                    # and makes a last call with the time that is left.
+                    left = deadline - workflow.now() - LAST_CALL
+                    if left <= timedelta(0):
+                        return f"no valid reply within {limits.turn_timeout_seconds:g} s: " + (
+                            wait.last_error
+                        )
+                    pause = min(pause, left)
+                elif self._should_continue_as_new():
                     return None
                 if pause > timedelta(0):
                     await workflow.sleep(pause, summary=f"waiting for the model ({wait.kind})")
