@@ -32,6 +32,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.bundles import BundleCache
 from activities.heartbeat import heartbeating
+from fsm.problems import clip
 from fsm.prompt import build_messages
 from fsm.turn_schema import allows_null, turn_schema
 from fsm.validation import first_error
@@ -284,26 +285,49 @@ class LlmActivities:
             feedback=request.feedback,
             tools=bundle.tools,
         )
-        options = self._options(endpoint, messages, f"{definition.name}_{run.state}_turn", schema)
+        name = f"{definition.name}_{run.state}_turn"
+        try:
+            reply = await self._traced(endpoint, messages, name, schema, request.label, state.model)
+        except ApplicationError as exc:
+            backup = self._config.fallbacks.get(state.model)
+            if exc.type != "LlmRequestRejected" or used_fallback or backup is None:
+                raise
+            # The tier's endpoint refuses the request (a key, a model name): a
+            # retry cannot fix that, its fallback (another endpoint, key) may.
+            endpoint, used_fallback = backup, True
+            reply = await self._traced(endpoint, messages, name, schema, request.label, state.model)
+        return reply.model_copy(update={"attempt": info.attempt, "used_fallback": used_fallback})
+
+    async def _traced(
+        self,
+        endpoint: ModelEndpoint,
+        messages: list[dict[str, str]],
+        name: str,
+        schema: dict[str, Any],
+        label: str,
+        tier: str,
+    ) -> LlmTurnOutput:
+        """One model call in an ``llm.turn`` span, logged with the run's ids."""
+        info = activity.info()
         bound = log.bind(
             workflow_id=info.workflow_id,
             run_id=info.workflow_run_id,
             attempt=info.attempt,
-            where=request.label,
+            where=label,
             model=endpoint.model,
         )
         span = tracer.start_span(
             "llm.turn",
             attributes={
-                "fsmflow.where": request.label,
-                "fsmflow.tier": state.model,
+                "fsmflow.where": label,
+                "fsmflow.tier": tier,
                 "gen_ai.request.model": endpoint.model,
                 "fsmflow.attempt": info.attempt,
             },
         )
+        options = self._options(endpoint, messages, name, schema)
         with trace.use_span(span, end_on_exit=True):
-            reply = await self._call(endpoint, options, schema, bound, span)
-        return reply.model_copy(update={"attempt": info.attempt, "used_fallback": used_fallback})
+            return await self._call(endpoint, options, schema, bound, span)
 
     async def _call(
         self,
@@ -328,7 +352,7 @@ class LlmActivities:
             retryable = status in RETRYABLE_STATUS or status >= 500
             bound.warning("llm_http_error", status=status, retryable=retryable)
             raise ApplicationError(
-                f"model endpoint {where} answered {status}: {_short(exc.message)}",
+                f"model endpoint {where} answered {status}: {clip(exc.message, 300)}",
                 type="LlmUnavailable" if retryable else "LlmRequestRejected",
                 non_retryable=not retryable,
             ) from None
@@ -342,7 +366,7 @@ class LlmActivities:
             bound.warning("llm_unreachable", error=str(exc))
             cause = exc.__cause__ or exc
             raise ApplicationError(
-                f"model endpoint {where} is unreachable: {_short(str(cause) or str(exc))}",
+                f"model endpoint {where} is unreachable: {clip(str(cause) or str(exc), 300)}",
                 type="LlmUnavailable",
             ) from None
         latency_ms = int((time.monotonic() - started) * 1000)
@@ -374,7 +398,7 @@ class LlmActivities:
             valid=problem is None,
         )
         return LlmTurnOutput(
-            content="" if problem is None else _short(content, CONTENT_KEPT),
+            content="" if problem is None else clip(content, CONTENT_KEPT),
             parsed=parsed if problem is None else None,
             problem=problem,
             problem_kind=kind,
@@ -411,7 +435,3 @@ def _judge_content(
     if not isinstance(parsed, dict):
         return "the reply is not a JSON object", "schema", None
     return None, None, parsed
-
-
-def _short(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."

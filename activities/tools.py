@@ -32,6 +32,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.artifacts import run_scope
 from activities.heartbeat import HEARTBEAT_SECONDS, heartbeating
+from fsm.problems import clip
 from fsm.tools import (
     Artifact,
     ArtifactStore,
@@ -111,10 +112,6 @@ def load_tool_modules(entries: Sequence[str]) -> ToolRegistry:
                     )
                 merged.add(spec)
     return merged
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def _render(result: Any) -> tuple[bytes, str]:
@@ -227,7 +224,7 @@ class ToolActivities:
         if len(text) <= self._threshold and suffix != "bin":
             return text, len(text), values
         ref = await context.save_artifact(f"{spec.name}.{suffix}", data)
-        preview = _clip(text if suffix != "bin" else "(binary)", self._summary_chars)
+        preview = clip(text if suffix != "bin" else "(binary)", self._summary_chars)
         return f"[{len(data)} bytes stored as {ref}; preview:] {preview}", len(text), values
 
     @activity.defn(name="fsmflow.run_tool")
@@ -315,7 +312,7 @@ class ToolActivities:
                 str(exc), type="IdempotencyConflict", non_retryable=True
             ) from None
         except (ToolError, *spec.model_errors) as exc:
-            message = _clip(f"error: {exc}", ERROR_CHARS)
+            message = clip(f"error: {exc}", ERROR_CHARS)
             bound.info("tool_error", error=message)
             return False, message, len(message), {}
         except ApplicationError:
@@ -323,7 +320,7 @@ class ToolActivities:
         except Exception as exc:  # noqa: BLE001 - retried by Temporal, then fails the turn
             bound.warning("tool_failed", error=f"{type(exc).__name__}: {exc}")
             raise ApplicationError(
-                f"tool {spec.name!r} raised {type(exc).__name__}: {_clip(str(exc), ERROR_CHARS)}",
+                f"tool {spec.name!r} raised {type(exc).__name__}: {clip(str(exc), ERROR_CHARS)}",
                 type="ToolFailed",
             ) from None
         text, size, values = await self._present(spec, result, context, writes)

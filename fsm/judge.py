@@ -29,6 +29,7 @@ from fsm.engine import (
     record_tool_call,
     tool_call_problem,
 )
+from fsm.problems import clip
 from fsm.tools import call_identity
 from schemas.definition import AgentDefinition
 from schemas.run import DialogueTurn, Reply, RunState
@@ -158,13 +159,14 @@ def note_failure(
 ) -> TurnProgress:
     """A model call failed (or a round of re-asks was spent): wait, then ask again.
 
-    The wait remembers since when the run waits and how often it failed; its
+    The wait remembers since when the run waits for this kind of reason and how
+    often it failed (a new kind of reason starts a new wait: the deploy grace
+    counts from the first missing tier, not from an outage before it); its
     ``retry_at`` is when the next call is due.
     """
     progress = progress or TurnProgress()
-    wait = progress.wait
+    wait = progress.wait if progress.wait is not None and progress.wait.kind == kind else None
     failures = (wait.failures if wait is not None else 0) + 1
-    clipped = error if len(error) <= ERROR_CHARS else error[: ERROR_CHARS - 1] + "\u2026"
     return progress.model_copy(
         update={
             "failures": progress.failures + 1,
@@ -172,7 +174,7 @@ def note_failure(
                 kind=kind,
                 since=wait.since if wait is not None else now,
                 failures=failures,
-                last_error=clipped,
+                last_error=clip(error, ERROR_CHARS),
                 retry_at=now + timedelta(seconds=backoff_seconds(limits, failures)),
             ),
         }
@@ -224,7 +226,9 @@ def give_up_invalid(
         return snapshot
     waiting = note_failure(progress, "invalid", reason, now, snapshot.limits)
     # The pause starts a new round of re-asks; the feedback stays for the next one.
-    return snapshot.model_copy(update={"progress": waiting.model_copy(update={"invalid": 0})})
+    # The replies were counted as failures already (note_invalid), the pause is not.
+    resumed = waiting.model_copy(update={"invalid": 0, "failures": progress.failures})
+    return snapshot.model_copy(update={"progress": resumed})
 
 
 @dataclass(frozen=True)
@@ -294,7 +298,12 @@ def model_failed(
         return Escalation(snapshot, message)
     progress = snapshot.progress
     last = progress.wait.last_error if progress is not None and progress.wait else None
-    run = snapshot.run if last == reason else record_rejection(snapshot.run, reason)
+    # One trace entry per distinct error (as kept: clipped), however long it lasts.
+    run = (
+        snapshot.run
+        if last == clip(reason, ERROR_CHARS)
+        else record_rejection(snapshot.run, reason)
+    )
     kind = FAILURE_KINDS.get(failure_type, "unavailable")
     progress = note_failure(progress, kind, reason, now, snapshot.limits)
     snapshot = snapshot.model_copy(update={"run": run, "progress": progress})
@@ -304,6 +313,38 @@ def model_failed(
         tier = definition.states[run.state].model
         return Escalation(fail_after_grace(snapshot, f"model tier {tier!r}", message), reason)
     return Escalation(snapshot)
+
+
+def tool_failed(
+    snapshot: RunSnapshot,
+    call: ToolCallAction,
+    usage: Usage,
+    failure_type: str,
+    message: str,
+    now: datetime,
+    *,
+    can_wait: bool,
+) -> Escalation:
+    """A tool call failed after its attempts: wait for a worker that has it, or fail.
+
+    A tool the worker lacks (``UnknownTool``, a rolling deploy) is waited for while
+    the run ``can_wait``, until the deploy grace is over; any other failure (the
+    tool kept raising, bad arguments, a conflicting idempotency key) fails the run
+    naming the tool, its call traced as not accepted.
+    """
+    run = snapshot.run
+    if failure_type == "UnknownTool" and can_wait:
+        progress = note_failure(snapshot.progress, "deploy", message, now, snapshot.limits)
+        waiting = snapshot.model_copy(update={"progress": progress})
+        if not deploy_grace_over(snapshot.limits, progress, now):
+            return Escalation(waiting)
+        return Escalation(fail_after_grace(waiting, f"tool {call.tool!r}", message), message)
+    reason = f"tool {call.tool!r} failed: {message}"
+    failed = record_rejection(
+        run, reason, target=run.state, kind="tool_call", tool=call.tool, **usage.fields()
+    )
+    ended = fail_run(failed, f"in state {run.state!r}: {reason}")
+    return Escalation(snapshot.model_copy(update={"run": ended, "progress": None}), reason)
 
 
 def deploy_grace_over(limits: RunLimits, progress: TurnProgress, now: datetime) -> bool:

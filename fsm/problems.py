@@ -103,3 +103,8 @@ class DefinitionError(ValueError):
         header = f"{source}: definition refused, {count} problem{'s' if count != 1 else ''}"
         body = "\n".join("  " + problem.render(source) for problem in self.problems)
         super().__init__(f"{header}\n{body}")
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, an ellipsis marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"

@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -28,6 +29,10 @@ NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 JSON Logic paths, Mermaid diagrams and search attributes."""
 
 AGENT_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
+
+RECORDED: dict[str, Any] = {"recorded": True}
+"""Validation context of a definition recorded in a run's history: checks added
+after the run resolved it (RE2 patterns) do not keep the run from loading."""
 
 DEFAULT_STRING_BOUND = 200
 """``maxLength`` given to a declared string key that sets none: every string the
@@ -138,8 +143,8 @@ class ContextKey(_UserModel):
 
     @field_validator("pattern")
     @classmethod
-    def _pattern_compiles(cls, value: str | None) -> str | None:
-        if value is not None:
+    def _pattern_compiles(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not (info.context or {}).get("recorded"):
             compile_pattern(value)
         return value
 

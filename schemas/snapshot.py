@@ -17,7 +17,9 @@ from schemas.run import DialogueTurn, Reply, RunState
 from schemas.tools import ToolInfo
 
 SNAPSHOT_VERSION = 1
-"""The format of ``RunSnapshot``; a later format upgrades older snapshots on load."""
+"""The format of ``RunSnapshot``. A worker refuses (fails the workflow task of) a
+newer format than its own, so a newer worker takes the run; a later format must
+read the older ones."""
 
 
 class _Frozen(BaseModel):

@@ -37,6 +37,7 @@ _PER_TIER = {
     "FSMFLOW_FALLBACK_BASE_URL_": "fallback_base_urls",
     "FSMFLOW_FALLBACK_API_KEY_": "fallback_api_keys",
     "FSMFLOW_FALLBACK_MODEL_": "fallback_models",
+    "FSMFLOW_FALLBACK_REASONING_EFFORT_": "fallback_reasoning_efforts",
     "FSMFLOW_REASONING_EFFORT_": "reasoning_efforts",
     "FSMFLOW_BASE_URL_": "base_urls",
     "FSMFLOW_API_KEY_": "api_keys",
@@ -73,9 +74,11 @@ class Settings(BaseSettings):
     fallback_models: dict[str, str] = Field(default_factory=dict)
     fallback_base_urls: dict[str, str] = Field(default_factory=dict)
     fallback_api_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    fallback_reasoning_efforts: dict[str, str] = Field(default_factory=dict)
     fallback_model: str | None = Field(None, alias="FSMFLOW_FALLBACK_MODEL")
     fallback_base_url: str | None = Field(None, alias="FSMFLOW_FALLBACK_BASE_URL")
     fallback_api_key: SecretStr | None = Field(None, alias="FSMFLOW_FALLBACK_API_KEY")
+    fallback_reasoning_effort: str | None = Field(None, alias="FSMFLOW_FALLBACK_REASONING_EFFORT")
     fallback_after: int = Field(2, alias="FSMFLOW_FALLBACK_AFTER", ge=1)
     """Failed attempts of a model call (or failed calls and invalid replies in one
     turn) before the fallback model is used."""
@@ -168,21 +171,24 @@ class Settings(BaseSettings):
         )
 
     def fallback(self, name: str) -> ModelEndpoint | None:
-        """A tier's fallback model: its own, else the global one, else None.
+        """A tier's fallback model, or None when none is configured.
 
-        A fallback's endpoint and key default to the tier's.
+        Each part is the tier's own (``FSMFLOW_FALLBACK_*_<TIER>``), else the
+        global one (``FSMFLOW_FALLBACK_*``); the endpoint defaults to the tier's.
+        The key defaults to the tier's only on the tier's endpoint: a key is never
+        sent to another endpoint than its own (without one, ``sk-no-key``).
         """
         model = self.fallback_models.get(name) or self.fallback_model
         if not model or name not in self.models:
             return None
         tier = self.tier(name)
-        own = name in self.fallback_models
-        base_url = self.fallback_base_urls.get(name) if own else self.fallback_base_url
-        api_key = self.fallback_api_keys.get(name) if own else self.fallback_api_key
+        base_url = self.fallback_base_urls.get(name) or self.fallback_base_url or tier.base_url
+        api_key = self.fallback_api_keys.get(name) or self.fallback_api_key
+        if api_key is None:
+            api_key = tier.api_key if base_url == tier.base_url else SecretStr("sk-no-key")
+        effort = self.fallback_reasoning_efforts.get(name) or self.fallback_reasoning_effort
         return ModelEndpoint(
-            model=model,
-            base_url=base_url or tier.base_url,
-            api_key=api_key or tier.api_key,
+            model=model, base_url=base_url, api_key=api_key, reasoning_effort=effort
         )
 
     def llm_config(self) -> LlmConfig:

@@ -22,7 +22,12 @@ from typing import Any, Literal
 
 from temporalio import workflow
 from temporalio.common import MetricCounter, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    TimeoutError,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
     # Pure modules (no clock, randomness or I/O; see fsm/__init__.py) and pydantic
@@ -47,17 +52,15 @@ with workflow.unsafe.imports_passed_through():
         answered_reply,
         bundle_hash,
         carry,
-        deploy_grace_over,
         details,
-        fail_after_grace,
         fsm_status,
         judge_reply,
         model_failed,
-        note_failure,
         push_dialogue,
         remember_reply,
         reply_rejected,
         tool_call_key,
+        tool_failed,
         unanswered,
         use_fallback,
     )
@@ -72,9 +75,10 @@ with workflow.unsafe.imports_passed_through():
         RunToolInput,
         ToolOutput,
     )
-    from schemas.definition import AgentDefinition
+    from schemas.definition import RECORDED, AgentDefinition
     from schemas.run import DialogueTurn, Reply, RunState, TraceEntry
     from schemas.snapshot import (
+        SNAPSHOT_VERSION,
         PendingDecision,
         ResolvedDefinition,
         RunSnapshot,
@@ -158,6 +162,20 @@ class AgentWorkflow:
         self._detailed = ""
         self._counters: dict[str, MetricCounter] = {}
         self._legacy = False
+        handed = request.snapshot
+        if handed is None and request.carried is not None:
+            handed = _snapshot_of(request.carried, workflow.info().first_execution_run_id)
+        if handed is not None and workflow.info().continued_run_id is not None:
+            # Restored before any handler runs: a signal or update in the first task
+            # of a continued run finds the run where its predecessor left it. (A
+            # snapshot in a run that was not continued is refused by run().)
+            if handed.version > SNAPSHOT_VERSION:
+                # Not the run's fault: fail this task, so a newer worker takes it.
+                raise RuntimeError(
+                    f"the run's snapshot has format {handed.version}; this worker reads "
+                    f"up to {SNAPSHOT_VERSION}: run it on a worker of a newer fsmflow"
+                )
+            self._restore(handed)
 
     # ----------------------------------------------------------------- main loop
 
@@ -165,19 +183,15 @@ class AgentWorkflow:
     async def run(self, request: AgentWorkflowInput) -> AgentResult:
         """Drive the run until it ends; continue as new before history grows large."""
         self._legacy = not workflow.patched(PATCH_SNAPSHOT)
-        handed = request.snapshot
-        if handed is None and request.carried is not None:
-            handed = _snapshot_of(request.carried, workflow.info().first_execution_run_id)
-        if handed is not None:
-            if workflow.info().continued_run_id is None and not self._legacy:
-                raise ApplicationError(
-                    "the start input holds a run snapshot, which only fsmflow itself passes "
-                    'when a run continues as new; start a run with "agent" or "definition"',
-                    type="InputRefused",
-                    non_retryable=True,
-                )
-            self._set(handed)
-        else:
+        handed = request.snapshot is not None or request.carried is not None
+        if handed and self._snapshot is None:
+            raise ApplicationError(
+                "the start input holds a run snapshot, which only fsmflow itself passes "
+                'when a run continues as new; start a run with "agent" or "definition"',
+                type="InputRefused",
+                non_retryable=True,
+            )
+        if not handed:
             await self._start(request)
         self._publish()
         for kind, decision in self._early:
@@ -277,12 +291,20 @@ class AgentWorkflow:
             raise ApplicationError("the run has not started yet (resolving its definition)")
         return self._definition
 
-    def _set(self, snapshot: RunSnapshot) -> None:
-        """Replace the snapshot whole, and show where the run is."""
+    def _restore(self, snapshot: RunSnapshot) -> None:
+        """Hold a snapshot, parsing its definition when it is a new one."""
         if self._snapshot is None or snapshot.agent is not self._snapshot.agent:
-            self._definition = AgentDefinition.model_validate(snapshot.agent.definition)
+            # Recorded definitions were checked when their run resolved them; a
+            # check added since must not keep a running run from loading.
+            self._definition = AgentDefinition.model_validate(
+                snapshot.agent.definition, context=RECORDED
+            )
             self._bundle_hash = bundle_hash(snapshot.agent.definition, snapshot.tools)
         self._snapshot = snapshot
+
+    def _set(self, snapshot: RunSnapshot) -> None:
+        """Replace the snapshot whole, and show where the run is."""
+        self._restore(snapshot)
         self._publish()
 
     def _set_run(self, run: RunState) -> None:
@@ -336,23 +358,23 @@ class AgentWorkflow:
         label = f"llm turn: {run.state}"
         if progress is not None and progress.invalid:
             label += f" (re-ask {progress.invalid})"
-        if fallback and not self._legacy:
-            label += " (fallback)"
         request = LlmTurnInput(
             bundle_hash=self._bundle_hash,
-            run=run.model_copy(update={"trace": ()}),
+            # Secret values stay out of the activity input (and so out of every
+            # turn's history event): the prompt shows them redacted anyway.
+            run=run.model_copy(update={"trace": (), "context": redact(definition, run.context)}),
             dialogue=dialogue_window(definition, run, snapshot.dialogue),
             task=snapshot.task,
             feedback=progress.feedback if progress is not None else "",
             fallback=fallback and not self._legacy,
             label=f"{definition.name}/{run.state}",
         )
-        timeout = policies.LLM_TIMEOUT
-        if deadline is not None:
-            timeout = min(timeout, max(deadline - workflow.now(), timedelta(seconds=1)))
         self._busy = "model"
         try:
             while True:
+                timeout = policies.LLM_TIMEOUT
+                if deadline is not None:
+                    timeout = min(timeout, max(deadline - workflow.now(), timedelta(seconds=1)))
                 try:
                     return await workflow.execute_activity(
                         "fsmflow.llm_turn",
@@ -400,6 +422,11 @@ class AgentWorkflow:
             snapshot = self._snap()
             definition = self._require_definition()
             wait = snapshot.progress.wait if snapshot.progress is not None else None
+            if deadline is not None and workflow.now() >= deadline:
+                progress = snapshot.progress or TurnProgress()
+                why = wait.last_error if wait is not None else progress.feedback
+                within = f"no valid reply within {limits.turn_timeout_seconds:g} s"
+                return f"{within}: {why}" if why else within
             if wait is not None and wait.retry_at is not None:
                 pause = wait.retry_at - workflow.now()
                 if deadline is not None:
@@ -423,6 +450,8 @@ class AgentWorkflow:
             try:
                 reply = await self._ask(deadline)
             except ActivityError as exc:
+                if is_cancelled_exception(exc) and not self._legacy:
+                    raise  # the run is being cancelled: not a model failure
                 failure_type, message = _failure(exc)
                 self._count("fsmflow_rejections", state=snapshot.run.state, reason="model_error")
                 if self._legacy:
@@ -520,36 +549,29 @@ class AgentWorkflow:
                 )
                 break
             except ActivityError as exc:
-                kind_name, message = _failure(exc)
-                if kind_name == "UnknownTool" and not self._legacy:
-                    # A rolling deploy: wait for a worker that has the tool, a while.
-                    progress = note_failure(
-                        self._snap().progress, "deploy", message, workflow.now(), snapshot.limits
-                    )
-                    self._set(self._snap().model_copy(update={"progress": progress}))
-                    if not deploy_grace_over(snapshot.limits, progress, workflow.now()):
-                        assert progress.wait is not None and progress.wait.retry_at is not None
-                        await workflow.sleep(
-                            progress.wait.retry_at - workflow.now(),
-                            summary=f"waiting for a worker with tool {call.tool}",
-                        )
-                        continue
-                    self._set(fail_after_grace(self._snap(), f"tool {call.tool!r}", message))
-                    self._count(
-                        "fsmflow_tool_calls", state=run.state, tool=call.tool, outcome="failed"
-                    )
-                    return
-                reason = f"tool {call.tool!r} failed: {message}"
-                self._count("fsmflow_tool_calls", state=run.state, tool=call.tool, outcome="failed")
-                failed = record_rejection(
-                    run,
-                    reason,
-                    target=run.state,
-                    kind="tool_call",
-                    tool=call.tool,
-                    **usage.fields(),
+                if is_cancelled_exception(exc) and not self._legacy:
+                    raise  # the run is being cancelled: not a tool failure
+                failure_type, message = _failure(exc)
+                escalation = tool_failed(
+                    self._snap(),
+                    call,
+                    usage,
+                    failure_type,
+                    message,
+                    workflow.now(),
+                    can_wait=not self._legacy,
                 )
-                self._set_run(fail_run(failed, f"in state {run.state!r}: {reason}"))
+                self._set(escalation.snapshot)
+                progress = escalation.snapshot.progress
+                if escalation.ends_turn is None and progress and progress.wait:
+                    # A rolling deploy: wait for a worker that has the tool, a while.
+                    assert progress.wait.retry_at is not None
+                    await workflow.sleep(
+                        progress.wait.retry_at - workflow.now(),
+                        summary=f"waiting for a worker with tool {call.tool}",
+                    )
+                    continue
+                self._count("fsmflow_tool_calls", state=run.state, tool=call.tool, outcome="failed")
                 return
             finally:
                 self._busy = None
@@ -612,7 +634,8 @@ class AgentWorkflow:
                 status=run.status,
                 accepted=not reason,
                 step=run.step,
-                reason=reason,
+                # What happened, not the endpoint's details (those are in the trace).
+                reason=reason.split(":", 1)[0],
             )
             self._set(remember_reply(self._snap(), update_id, reply))
             return reply
@@ -667,8 +690,19 @@ class AgentWorkflow:
                 timeout_summary=f"approval timeout: {run.state} -> {gate.on_timeout}",
             )
         except builtins.TimeoutError:
-            timed_out = apply_decision(definition, run, "timeout").run
-            self._set(self._snap().model_copy(update={"gate_deadline": None, "run": timed_out}))
+            current = self._state()
+            pending = self._snap().pending
+            if pending is not None and not self._legacy:
+                # A decision that arrived with the timer: the timeout came first.
+                reason = f"ignored: the gate {run.state!r} timed out first"
+                current = record_rejection(
+                    current, reason, kind=pending.decision, by=pending.by or None
+                )
+            timed_out = apply_decision(definition, current, "timeout").run
+            changes = {"gate_deadline": None, "run": timed_out, "pending": None}
+            if self._legacy:
+                del changes["pending"]
+            self._set(self._snap().model_copy(update=changes))
             return
         pending = self._snap().pending
         assert pending is not None

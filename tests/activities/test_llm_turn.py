@@ -151,3 +151,19 @@ def test_urls_lose_their_credentials() -> None:
         "https://***@api.example.com:8443/v1"
     )
     assert redact_url("http://127.0.0.1:8088/v1") == "http://127.0.0.1:8088/v1"
+
+
+async def test_a_refused_request_goes_to_the_fallback_at_once(
+    llm: ScriptedLlm, model_name: str
+) -> None:
+    backup = ModelEndpoint(model=f"{model_name}-b", base_url=llm.url, api_key=SecretStr("k2"))
+    runner = activities(llm, model_name, fallbacks={"default": backup})
+    llm.script(model_name, {"status": 401, "message": "invalid api key"})
+    llm.script(f"{model_name}-b", say("ask_email", "Hi", name="Ada"))
+    reply = await ActivityEnvironment().run(runner.llm_turn, turn())
+    assert reply.used_fallback and reply.model == f"{model_name}-b" and reply.parsed is not None
+    # Without a fallback the refusal is the answer, not retried.
+    llm.script(model_name, {"status": 401, "message": "invalid api key"})
+    with pytest.raises(ApplicationError) as info:
+        await ActivityEnvironment().run(activities(llm, model_name).llm_turn, turn())
+    assert info.value.type == "LlmRequestRejected"

@@ -344,3 +344,32 @@ def test_rejected_replies_re_ask_then_pause(shop: AgentDefinition) -> None:
     assert spent.ends_turn is None and spent.snapshot.progress is not None
     assert spent.snapshot.progress.wait is not None and spent.snapshot.progress.invalid == 0
     assert told.ends_turn == "no valid turn after 2 attempts: bad again"
+
+
+def test_the_deploy_grace_counts_from_the_first_missing_tier(shop: AgentDefinition) -> None:
+    snapshot = snapshot_of(shop, limits=RunLimits(deploy_grace_seconds=60))
+    outage = model_failed(shop, snapshot, "LlmUnavailable", "down", NOW, conversation=False)
+    later = NOW + timedelta(hours=1)
+    deploy = model_failed(
+        shop, outage.snapshot, "UnknownTier", "no tier", later, conversation=False
+    )
+    assert not deploy.snapshot.run.ended and deploy.ends_turn is None
+    assert deploy.snapshot.progress is not None and deploy.snapshot.progress.wait is not None
+    assert deploy.snapshot.progress.wait.since == later
+
+
+def test_a_long_error_is_traced_once_too(shop: AgentDefinition) -> None:
+    error = "answered 503: " + "the upstream is overloaded " * 20
+    snapshot = snapshot_of(shop)
+    for _ in range(3):
+        snapshot = model_failed(
+            shop, snapshot, "LlmUnavailable", error, NOW, conversation=False
+        ).snapshot
+    assert len(snapshot.run.trace) == 1
+
+
+def test_a_spent_round_counts_its_replies_once(shop: AgentDefinition) -> None:
+    snapshot = snapshot_of(shop, limits=RunLimits(max_reasks=2))
+    for problem in ("a", "b", "c"):
+        snapshot = reply_rejected(shop, snapshot, problem, NOW, can_wait=True).snapshot
+    assert snapshot.progress is not None and snapshot.progress.failures == 3

@@ -221,7 +221,7 @@ async def test_non_retryable_model_error_falls_back(
     # in the trace as not answered, and the run stays where it was.
     assert not reply.accepted and reply.state == "greet" and reply.status == "active"
     assert reply.message == "Sorry, once more please?"
-    assert "answered 401" in reply.reason
+    assert reply.reason == "model call failed"
     assert len(llm.requests(model_name)) == 1
     assert entries[-2].reason.startswith("model call failed: model endpoint")
     assert "answered 401" in entries[-2].reason and "invalid api key" in entries[-2].reason

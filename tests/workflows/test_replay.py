@@ -90,8 +90,8 @@ async def test_changed_transition_table_is_detected(monkeypatch: pytest.MonkeyPa
         """The form agent as if 'ask_name -> ask_email' had been removed from its table."""
 
         @staticmethod
-        def model_validate(data: dict[str, Any]) -> AgentDefinition:
-            definition = AgentDefinition.model_validate(data)
+        def model_validate(data: dict[str, Any], **options: Any) -> AgentDefinition:
+            definition = AgentDefinition.model_validate(data, **options)
             ask_name = definition.states["ask_name"]
             kept = [t for t in ask_name.transitions if t.target != "ask_email"]
             states = {

@@ -118,14 +118,17 @@ async def test_a_retried_message_is_answered_once_across_continue_as_new(
     async with running_worker(client, settings):
         handle = await start(client, settings, definition=CHAT)
         first = await send_message(client, handle.id, "I'm Ada", update_id="msg-a")
-        # The run continues as new after every turn; the retry reaches the next run.
+        # The run continues as new after every turn; the retry reaches the next run,
+        # which only its snapshot can tell about the answered message.
         for _ in range(100):
             if (await latest(client, handle).describe()).run_id != handle.result_run_id:
                 break
             await asyncio.sleep(0.05)
+        continued = (await latest(client, handle).describe()).run_id
         again = await send_message(client, handle.id, "I'm Ada", update_id="msg-a")
         second = await send_message(client, handle.id, "hello", update_id="msg-b")
         await latest(client, handle).terminate("test over")
+    assert continued != handle.result_run_id
     assert again == first and first.message == "Hi Ada"
     assert second.message == "Still here" and second.step == 2
     assert len(llm.requests(model_name)) == 2
