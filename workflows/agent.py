@@ -162,6 +162,9 @@ class AgentWorkflow:
         self._detailed = ""
         self._counters: dict[str, MetricCounter] = {}
         self._legacy = False
+        # Handlers may run before ``run`` in a run's first task; what they change
+        # is shown once ``run`` has started (where runs before snapshots showed it).
+        self._running = False
         handed = request.snapshot
         if handed is None and request.carried is not None:
             handed = _snapshot_of(request.carried, workflow.info().first_execution_run_id)
@@ -182,6 +185,7 @@ class AgentWorkflow:
     @workflow.run
     async def run(self, request: AgentWorkflowInput) -> AgentResult:
         """Drive the run until it ends; continue as new before history grows large."""
+        self._running = True
         self._legacy = not workflow.patched(PATCH_SNAPSHOT)
         handed = request.snapshot is not None or request.carried is not None
         if handed and self._snapshot is None:
@@ -312,6 +316,8 @@ class AgentWorkflow:
 
     def _publish(self) -> None:
         """Show where the run is: search attributes (Web UI filters) and details."""
+        if not self._running:
+            return
         snapshot = self._snap()
         definition = self._require_definition()
         run = snapshot.run

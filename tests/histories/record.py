@@ -6,8 +6,10 @@ committed as they are and are never recorded again: they are what running
 workflows of those versions look like, and the current code must keep replaying
 them (behind ``workflow.patched`` where it changes what they did). Those recorded
 before run snapshots are ``form_conversation``, ``research_approved``,
-``research_rejected_then_approved``, ``research_tools_published`` and
-``tools_errors_artifacts_failure``; the ``snapshot_*`` ones are of this version.
+``research_rejected_then_approved``, ``research_tools_published``,
+``tools_errors_artifacts_failure`` and the ``legacy_*`` ones (recorded by
+``record_legacy.py`` with the code of that time); the ``snapshot_*`` ones are of
+this version.
 Each scenario runs on a fresh dev server with the scripted model, and the history
 is written as JSON here.
 """

@@ -30,6 +30,17 @@ LEGACY = {
     "research_rejected_then_approved",
     "research_tools_published",
     "tools_errors_artifacts_failure",
+    # Recorded by the code of 641528b (tests/histories/record_legacy.py) on the
+    # paths run snapshots handle differently.
+    "legacy_model_failure_fallback",
+    "legacy_reasks_exhausted_failed",
+    "legacy_transient_retried",
+    "legacy_continued_as_new_first",
+    "legacy_continued_as_new_last",
+    "legacy_continued_as_new_quiet_first",
+    "legacy_continued_as_new_quiet_last",
+    "legacy_early_signal",
+    "legacy_tool_failed",
 }
 """Recorded before run snapshots: replayed with their old behaviour, never re-recorded."""
 
@@ -60,6 +71,12 @@ def test_snapshot_histories_walk_the_paths_they_are_named_after() -> None:
     outage = events("snapshot_outage_waited_out")
     assert outage.count("TIMER_FIRED") >= 2 and outage.count("ACTIVITY_TASK_FAILED") >= 2
     assert events("snapshot_invalid_then_fallback").count("TIMER_FIRED") == 1
+    # The legacy ones end as runs before snapshots ended: a failed run completes.
+    assert events("legacy_reasks_exhausted_failed")[-1] == "WORKFLOW_EXECUTION_COMPLETED"
+    assert events("legacy_tool_failed")[-1] == "WORKFLOW_EXECUTION_COMPLETED"
+    assert events("legacy_continued_as_new_first")[-1] == "WORKFLOW_EXECUTION_CONTINUED_AS_NEW"
+    assert "ACTIVITY_TASK_FAILED" in events("legacy_model_failure_fallback")
+    assert events("legacy_early_signal")[1] == "WORKFLOW_EXECUTION_SIGNALED"
     early = events("snapshot_new_worker_and_early_signal")
     assert early[1] == "WORKFLOW_EXECUTION_SIGNALED" and "ACTIVITY_TASK_FAILED" in early
 
