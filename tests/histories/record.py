@@ -43,6 +43,7 @@ from tests.workflows.helpers import research_publish, research_to_the_gate
 from tests.workflows.test_outages import CHAT, STEPS
 from tests.workflows.test_tools import SPY_TOOLS
 from workers.binaries import temporal_cli
+from workers.client import send_message
 from workflows.agent import SEARCH_ATTRIBUTES
 
 HERE = Path(__file__).parent
@@ -102,11 +103,18 @@ SCRIPTS: dict[str, list[dict[str, Any]]] = {
     "snapshot_invalid_then_fallback": [{"content": "no idea"}] * 3 + [move("done")],
     "snapshot_failed_run": [{"content": "???"}] * 3,
     "snapshot_new_worker_and_early_signal": [say("talk", "one"), say("talk", "two")],
+    "snapshot_conversation_continued": [
+        say("talk", "one"),
+        say("talk", "two"),
+        say("talk", "three"),
+        say("bye", "bye"),
+    ],
 }
 
 OPTIONS: dict[str, dict[str, Any]] = {
     "snapshot_research_continued": {"continue_as_new_after": 3},
     "snapshot_invalid_then_fallback": {"fallback_after": 3, "fallback_model": "record-fallback"},
+    "snapshot_conversation_continued": {"continue_as_new_after": 2},
 }
 """Worker settings of a scenario besides the defaults."""
 
@@ -150,12 +158,23 @@ async def snapshot_failed_run(client: Client, queue: str, model: str) -> str:
     return handle.id
 
 
+async def snapshot_conversation_continued(client: Client, queue: str, model: str) -> str:
+    # Messages right after each hand-over: the next run starts from the snapshot
+    # and may take the message in its first task.
+    handle = await _start(client, queue, definition=CHAT)
+    for i, text in enumerate(["one", "two", "three", "bye"]):
+        await send_message(client, handle.id, text, update_id=f"c{i}")
+    await client.get_workflow_handle(handle.id).result()
+    return handle.id
+
+
 SCENARIOS: dict[str, Scenario] = {
     "snapshot_form_conversation": snapshot_form_conversation,
     "snapshot_research_continued": snapshot_research_continued,
     "snapshot_outage_waited_out": snapshot_outage_waited_out,
     "snapshot_invalid_then_fallback": snapshot_invalid_then_fallback,
     "snapshot_failed_run": snapshot_failed_run,
+    "snapshot_conversation_continued": snapshot_conversation_continued,
 }
 
 

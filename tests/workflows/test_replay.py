@@ -53,6 +53,7 @@ def test_histories_are_recorded() -> None:
         "snapshot_invalid_then_fallback",
         "snapshot_failed_run",
         "snapshot_new_worker_and_early_signal",
+        "snapshot_conversation_continued",
     }
 
 
@@ -66,6 +67,11 @@ def test_snapshot_histories_walk_the_paths_they_are_named_after() -> None:
         assert "MARKER_RECORDED" not in events(name)
     snapshot = [p.stem for p in HISTORIES if p.stem.startswith("snapshot_")]
     assert all("MARKER_RECORDED" in events(name)[:8] for name in snapshot)
+    # A message taken in the first task of a run started from a snapshot.
+    assert events("snapshot_conversation_continued")[4:6] == [
+        "WORKFLOW_EXECUTION_UPDATE_ACCEPTED",
+        "ACTIVITY_TASK_SCHEDULED",
+    ]
     assert events("snapshot_research_continued")[-1] == "WORKFLOW_EXECUTION_CONTINUED_AS_NEW"
     assert events("snapshot_failed_run")[-1] == "WORKFLOW_EXECUTION_FAILED"
     outage = events("snapshot_outage_waited_out")
