@@ -477,8 +477,12 @@ def remember_reply(snapshot: RunSnapshot, update_id: str | None, reply: Reply) -
 # -------------------------------------------------------------- the whole run
 
 
-def carry(snapshot: RunSnapshot) -> RunSnapshot:
-    """What continue-as-new hands to the next run: the snapshot within its bounds."""
+def carry(snapshot: RunSnapshot, run_id: str) -> RunSnapshot:
+    """What run ``run_id`` hands to the next run of its chain: the snapshot within its bounds.
+
+    The snapshot names the run that handed it over, so the next run can tell it
+    from one a caller wrote (see ``handed_over``).
+    """
     limits = snapshot.limits
     run = snapshot.run
     return snapshot.model_copy(
@@ -486,8 +490,20 @@ def carry(snapshot: RunSnapshot) -> RunSnapshot:
             "run": run.model_copy(update={"trace": run.trace[-limits.trace_keep :]}),
             "dialogue": snapshot.dialogue[-limits.history_keep :] if limits.history_keep else (),
             "turns": 0,
+            "continued_from": run_id,
         }
     )
+
+
+def handed_over(snapshot: RunSnapshot, continued_run_id: str | None) -> bool:
+    """Whether a snapshot in a start input was handed over by the run before this one.
+
+    Temporal sets the previous run's id when a run continues as new, and also for
+    a cron run or a workflow retry, which restart with the input a caller wrote.
+    Only fsmflow's own hand-over names that run: a caller writes the input before
+    the previous run (and so its id) exists.
+    """
+    return bool(continued_run_id) and snapshot.continued_from == continued_run_id
 
 
 def fsm_status(snapshot: RunSnapshot) -> FsmStatus:

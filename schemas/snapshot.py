@@ -142,3 +142,5 @@ class RunSnapshot(_Frozen):
     """The autonomous turn in progress, when one is (re-asks, a wait for the model)."""
     answered: tuple[AnsweredMessage, ...] = ()
     """The latest replies by update id (bounded by ``limits.answered_keep``)."""
+    continued_from: str = ""
+    """The run id of the run that handed this snapshot over (continue-as-new)."""

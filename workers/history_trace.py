@@ -7,6 +7,7 @@ records every run state it sets, so the trace is exactly what the run computed.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from temporalio import workflow
 from temporalio.client import WorkflowHistory
@@ -14,7 +15,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from schemas.run import RunState, TraceEntry
-from schemas.workflow import AgentResult, AgentWorkflowInput
+from schemas.workflow import AgentResult
 from workflows.agent import AgentWorkflow
 
 # One replay at a time: the capturing subclass records into one module-level list.
@@ -27,9 +28,9 @@ class _CapturingAgentWorkflow(AgentWorkflow):
     """``AgentWorkflow`` that records each run state, for replay only."""
 
     @workflow.run
-    async def run(self, request: AgentWorkflowInput) -> AgentResult:
+    async def run(self, raw: Any) -> AgentResult:
         """Run the real workflow code."""
-        return await super().run(request)
+        return await super().run(raw)
 
     def _publish(self) -> None:
         # Called at start and after every change of the run (see AgentWorkflow._set_run).

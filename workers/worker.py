@@ -30,6 +30,8 @@ from workflows.agent import AgentWorkflow
 
 log = structlog.get_logger("fsmflow.worker")
 
+STICKY_TIMEOUT = timedelta(seconds=3)
+
 
 class WorkerConfigError(Exception):
     """The worker cannot start; the message says what to fix."""
@@ -94,6 +96,10 @@ def _build(
         activities=[definitions.resolve_definition, llm.llm_turn, runner.run_tool],
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=settings.graceful_shutdown_seconds),
+        # A run's next task waits this long for the worker that cached it before
+        # another worker takes it: after a crash, a conversation turn's reply comes
+        # this much later than its FSMFLOW_TURN_TIMEOUT (the SDK's default is 10 s).
+        sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
     )
     return worker, llm, runner
 

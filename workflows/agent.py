@@ -20,6 +20,7 @@ import builtins
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.common import MetricCounter, SearchAttributeKey
 from temporalio.exceptions import (
@@ -54,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         carry,
         details,
         fsm_status,
+        handed_over,
         judge_reply,
         model_failed,
         push_dialogue,
@@ -147,8 +149,12 @@ class AgentWorkflow:
     """An agent run: conversation (turn per message) or autonomous (turn after turn)."""
 
     @workflow.init
-    def __init__(self, request: AgentWorkflowInput) -> None:
-        """Set up; the snapshot comes from the start (resolved) or the predecessor."""
+    def __init__(self, raw: Any) -> None:
+        """Set up; the snapshot comes from the start (resolved) or the predecessor.
+
+        The input is taken raw and checked here, so a malformed start input fails
+        the run with a reason instead of failing its workflow tasks forever.
+        """
         self._lock = asyncio.Lock()
         self._snapshot: RunSnapshot | None = None
         # Derived from the snapshot (parsed once per run of the chain).
@@ -165,13 +171,28 @@ class AgentWorkflow:
         # Handlers may run before ``run`` in a run's first task; what they change
         # is shown once ``run`` has started (where runs before snapshots showed it).
         self._running = False
-        handed = request.snapshot
-        if handed is None and request.carried is not None:
-            handed = _snapshot_of(request.carried, workflow.info().first_execution_run_id)
-        if handed is not None and workflow.info().continued_run_id is not None:
+        self._request: AgentWorkflowInput | None = None
+        self._refused = ""
+        try:
+            self._request = AgentWorkflowInput.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "input"
+            self._refused = f"invalid start input: {where}: {first['msg']}"
+            return
+        info = workflow.info()
+        handed = self._request.snapshot
+        if handed is not None and not handed_over(handed, info.continued_run_id):
+            handed = None  # written by a caller: run() refuses it
+        carried = self._request.carried
+        if carried is not None and info.continued_run_id and info.attempt == 1:
+            # Runs before snapshots handed this over (it names no predecessor); a
+            # workflow retry restarts with the caller's input, so it is not one.
+            if not info.cron_schedule:
+                handed = _snapshot_of(carried, info.first_execution_run_id)
+        if handed is not None:
             # Restored before any handler runs: a signal or update in the first task
-            # of a continued run finds the run where its predecessor left it. (A
-            # snapshot in a run that was not continued is refused by run().)
+            # of a continued run finds the run where its predecessor left it.
             if handed.version > SNAPSHOT_VERSION:
                 # Not the run's fault: fail this task, so a newer worker takes it.
                 raise RuntimeError(
@@ -183,17 +204,19 @@ class AgentWorkflow:
     # ----------------------------------------------------------------- main loop
 
     @workflow.run
-    async def run(self, request: AgentWorkflowInput) -> AgentResult:
+    async def run(self, raw: Any) -> AgentResult:
         """Drive the run until it ends; continue as new before history grows large."""
         self._running = True
         self._legacy = not workflow.patched(PATCH_SNAPSHOT)
+        request = self._request
+        if request is None:
+            raise self._refusal(self._refused, "InputRefused")
         handed = request.snapshot is not None or request.carried is not None
         if handed and self._snapshot is None:
-            raise ApplicationError(
+            raise self._refusal(
                 "the start input holds a run snapshot, which only fsmflow itself passes "
                 'when a run continues as new; start a run with "agent" or "definition"',
-                type="InputRefused",
-                non_retryable=True,
+                "InputRefused",
             )
         if not handed:
             await self._start(request)
@@ -211,7 +234,8 @@ class AgentWorkflow:
                     lambda: workflow.all_handlers_finished() and not self._lock.locked()
                 )
                 if not self._state().ended:
-                    workflow.continue_as_new(AgentWorkflowInput(snapshot=carry(self._snap())))
+                    carried = carry(self._snap(), workflow.info().run_id)
+                    workflow.continue_as_new(AgentWorkflowInput(snapshot=carried))
             elif self._state().status == "awaiting_approval":
                 await self._await_decision()
             elif definition.mode == "autonomous":
@@ -245,18 +269,16 @@ class AgentWorkflow:
                 summary=f"resolve definition: {source}",
             )
         except ActivityError as exc:
-            raise ApplicationError(
-                f"definition refused: {_failure(exc)[1]}",
-                type="DefinitionRefused",
-                non_retryable=True,
-            ) from None
+            if is_cancelled_exception(exc) and not self._legacy:
+                raise
+            message = f"definition refused: {_failure(exc)[1]}"
+            raise self._refusal(message, "DefinitionRefused", request.agent) from None
         definition = AgentDefinition.model_validate(resolved.definition.definition)
         try:
             run = start_run(definition, request.context)
         except ContextError as exc:
-            raise ApplicationError(
-                f"initial context refused: {exc}", type="ContextRefused", non_retryable=True
-            ) from None
+            message = f"initial context refused: {exc}"
+            raise self._refusal(message, "ContextRefused", definition.name) from None
         self._set(
             RunSnapshot(
                 agent=resolved.definition,
@@ -273,6 +295,15 @@ class AgentWorkflow:
             definition.version,
             resolved.definition.definition_hash[:12],
         )
+
+    def _refusal(self, message: str, kind: str, agent: str | None = None) -> ApplicationError:
+        """The failure of a run refused before it started, findable as ``FsmStatus='failed'``."""
+        if not self._legacy:
+            attributes = [FSM_STATUS.value_set("failed")]
+            if agent:
+                attributes.append(FSM_AGENT.value_set(agent[:100]))
+            workflow.upsert_search_attributes(attributes)
+        return ApplicationError(message, type=kind, non_retryable=True)
 
     def _should_continue_as_new(self) -> bool:
         return (
@@ -403,7 +434,9 @@ class AgentWorkflow:
         finally:
             self._busy = None
 
-    async def _decide_turn(self, *, conversation: bool) -> Judgement | str | None:
+    async def _decide_turn(
+        self, *, conversation: bool, since: datetime | None = None
+    ) -> Judgement | str | None:
         """Ask the model until a reply is applied (a turn) or allowed (a tool call).
 
         Failures escalate as ``fsm.judge`` decides: re-asks with the reason, then
@@ -412,6 +445,11 @@ class AgentWorkflow:
         autonomous run; the state's ``on_invalid`` rule may fail or move the run
         instead. A conversation turn gives up at its deadline.
 
+        Args:
+            conversation: A message's turn (bounded) rather than an autonomous one.
+            since: When the message arrived: a turn's bound runs from then, also
+                while earlier messages are being answered.
+
         Returns:
             The judgement of the applied reply; or why the turn ended without one
             (the run may have ended or moved); or None when an autonomous run
@@ -419,7 +457,7 @@ class AgentWorkflow:
         """
         limits = self._snap().limits
         deadline = (
-            workflow.now() + timedelta(seconds=limits.turn_timeout_seconds)
+            (since or workflow.now()) + timedelta(seconds=limits.turn_timeout_seconds)
             if conversation and not self._legacy
             else None
         )
@@ -611,6 +649,7 @@ class AgentWorkflow:
         """
         update = workflow.current_update_info()
         update_id = update.id if update is not None else None
+        arrived = workflow.now()
         async with self._lock:
             await workflow.wait_condition(lambda: self._snapshot is not None)
             known = answered_reply(self._snap(), update_id)
@@ -622,7 +661,7 @@ class AgentWorkflow:
                 raise ApplicationError(problem, type="MessageRejected", non_retryable=True)
             self._set(push_dialogue(self._snap(), DialogueTurn(role="user", text=message.text)))
             asked_in = self._state().state
-            outcome = await self._decide_turn(conversation=True)
+            outcome = await self._decide_turn(conversation=True, since=arrived)
             snapshot = self._snap()
             self._set(snapshot.model_copy(update={"turns": snapshot.turns + 1}))
             if isinstance(outcome, Judgement) and outcome.turn is not None:

@@ -18,6 +18,7 @@ from fsm.judge import (
     details,
     fsm_status,
     give_up_invalid,
+    handed_over,
     judge_reply,
     model_failed,
     note_failure,
@@ -216,9 +217,11 @@ def test_continue_as_new_carries_everything_within_bounds(shop: AgentDefinition)
         turns=99,
         tokens=1234,
     )
-    carried = carry(snapshot)
+    carried = carry(snapshot, "run-1")
     assert len(carried.run.trace) == 2 and [t.text for t in carried.dialogue] == ["b"]
-    assert carried.turns == 0
+    assert carried.turns == 0 and carried.continued_from == "run-1"
+    assert handed_over(carried, "run-1") and not handed_over(carried, "run-2")
+    assert not handed_over(carried, None) and not handed_over(snapshot, "")
     unchanged = ("task", "pending", "last_call", "progress", "tokens", "agent", "chain_id")
     assert all(getattr(carried, name) == getattr(snapshot, name) for name in unchanged)
     # What continue-as-new passes is JSON: the snapshot survives the round trip.

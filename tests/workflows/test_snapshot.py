@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
 
 from fsm.engine import start_run
 from fsm.loader import load_file
@@ -249,3 +252,63 @@ async def test_history_stays_small_per_turn(
         await handle.terminate("test over")
     per_turn = (after - before) / 10
     assert per_turn < 5000, per_turn
+
+
+async def test_a_forged_snapshot_is_refused_in_a_retried_run_too(
+    client: Client, llm: ScriptedLlm, model_name: str, settings: Settings
+) -> None:
+    # A workflow retry (or a cron run) restarts with the caller's input, and
+    # Temporal names the previous run in it as it does for continue-as-new.
+    definition = load_file(EXAMPLES / "form.yaml").definition
+    forged = RunSnapshot(
+        agent=ResolvedDefinition(
+            definition=definition.model_dump(mode="json"), definition_hash="0" * 64, source="x"
+        ),
+        chain_id="forged",
+        run=start_run(definition).model_copy(update={"state": "confirm"}),
+        continued_from="a run id nobody can know in advance",
+    )
+    handle = await client.start_workflow(
+        "AgentWorkflow",
+        AgentWorkflowInput(snapshot=forged),
+        id=f"forged-{uuid.uuid4().hex[:8]}",
+        task_queue=settings.task_queue,
+        run_timeout=timedelta(seconds=2),
+        retry_policy=RetryPolicy(maximum_attempts=2, initial_interval=timedelta(seconds=1)),
+    )
+    await asyncio.sleep(3)  # no worker yet: the first attempt times out, a retry starts
+    async with running_worker(client, settings):
+        with pytest.raises(WorkflowFailureError) as info:
+            await asyncio.wait_for(handle.result(), timeout=30)
+        description = await handle.describe()
+    assert "only fsmflow itself passes" in str(info.value.cause)
+    assert description.run_id != handle.first_execution_run_id
+    assert llm.requests(model_name) == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ({"agent": "contact_form", "bogus": 1}, "invalid start input: bogus: Extra inputs"),
+        ({"snapshot": {}}, "invalid start input: snapshot.agent: Field required"),
+        ([1, 2], "invalid start input: input: Input should be a valid dictionary"),
+        ({"agent": "no_such_agent"}, "definition refused: agent 'no_such_agent' is not in"),
+    ],
+)
+async def test_a_bad_start_input_fails_the_run_findably(
+    client: Client, settings: Settings, raw: Any, reason: str
+) -> None:
+    async with running_worker(client, settings):
+        handle = await client.start_workflow(
+            "AgentWorkflow",
+            raw,
+            id=f"bad-{uuid.uuid4().hex[:8]}",
+            task_queue=settings.task_queue,
+        )
+        with pytest.raises(WorkflowFailureError) as info:
+            await asyncio.wait_for(handle.result(), timeout=30)
+        description = await handle.describe()
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError) and cause.message.startswith(reason), cause
+    attributes = {p.key.name: p.value for p in description.typed_search_attributes}
+    assert attributes["FsmStatus"] == "failed"
