@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -171,13 +171,34 @@ def _first_error(schema: dict[str, Any], value: Any, where: list[Any]) -> tuple[
     return ".".join(str(p) for p in path) or "reply", error.message
 
 
-def schema_problem(schema: dict[str, Any], value: Any) -> str | None:
-    """Say where a reply breaks the turn schema, or None when it fits."""
+def schema_problem(schema: dict[str, Any], value: Any, secrets: Collection[str] = ()) -> str | None:
+    """Say where a reply breaks the turn schema, or None when it fits.
+
+    A value written to a key in ``secrets`` is not quoted (the schema validator's
+    messages quote the value): reasons go to traces, logs and the model.
+    """
     found = _first_error(schema, value, [])
     if found is None:
         return None
     where, message = found
+    parts = where.split(".")
+    if "context_update" in parts[:-1] and parts[parts.index("context_update") + 1] in secrets:
+        key = parts[parts.index("context_update") + 1]
+        message = f"the value does not fit the declaration of secret key {key!r}"
     return f"the reply does not fit the turn schema at {where}: {message[:300]}"
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """What one model call asks, rendered from the run's bundle."""
+
+    messages: list[dict[str, str]]
+    name: str
+    schema: dict[str, Any]
+    label: str
+    tier: str
+    secrets: frozenset[str]
+    """Context keys declared ``secret``: their values are never quoted in a problem."""
 
 
 class LlmActivities:
@@ -285,9 +306,16 @@ class LlmActivities:
             feedback=request.feedback,
             tools=bundle.tools,
         )
-        name = f"{definition.name}_{run.state}_turn"
+        turn = _Turn(
+            messages=messages,
+            name=f"{definition.name}_{run.state}_turn",
+            schema=schema,
+            label=request.label,
+            tier=state.model,
+            secrets=frozenset(k for k, key in definition.context.items() if key.secret),
+        )
         try:
-            reply = await self._traced(endpoint, messages, name, schema, request.label, state.model)
+            reply = await self._traced(endpoint, turn)
         except ApplicationError as exc:
             backup = self._config.fallbacks.get(state.model)
             if exc.type != "LlmRequestRejected" or used_fallback or backup is None:
@@ -295,48 +323,39 @@ class LlmActivities:
             # The tier's endpoint refuses the request (a key, a model name): a
             # retry cannot fix that, its fallback (another endpoint, key) may.
             endpoint, used_fallback = backup, True
-            reply = await self._traced(endpoint, messages, name, schema, request.label, state.model)
+            reply = await self._traced(endpoint, turn)
         return reply.model_copy(update={"attempt": info.attempt, "used_fallback": used_fallback})
 
-    async def _traced(
-        self,
-        endpoint: ModelEndpoint,
-        messages: list[dict[str, str]],
-        name: str,
-        schema: dict[str, Any],
-        label: str,
-        tier: str,
-    ) -> LlmTurnOutput:
+    async def _traced(self, endpoint: ModelEndpoint, turn: _Turn) -> LlmTurnOutput:
         """One model call in an ``llm.turn`` span, logged with the run's ids."""
         info = activity.info()
         bound = log.bind(
             workflow_id=info.workflow_id,
             run_id=info.workflow_run_id,
             attempt=info.attempt,
-            where=label,
+            where=turn.label,
             model=endpoint.model,
         )
         span = tracer.start_span(
             "llm.turn",
             attributes={
-                "fsmflow.where": label,
-                "fsmflow.tier": tier,
+                "fsmflow.where": turn.label,
+                "fsmflow.tier": turn.tier,
                 "gen_ai.request.model": endpoint.model,
                 "fsmflow.attempt": info.attempt,
             },
         )
-        options = self._options(endpoint, messages, name, schema)
         with trace.use_span(span, end_on_exit=True):
-            return await self._call(endpoint, options, schema, bound, span)
+            return await self._call(endpoint, turn, bound, span)
 
     async def _call(
         self,
         endpoint: ModelEndpoint,
-        options: dict[str, Any],
-        schema: dict[str, Any],
+        turn: _Turn,
         bound: Any,
         span: trace.Span,
     ) -> LlmTurnOutput:
+        options = self._options(endpoint, turn.messages, turn.name, turn.schema)
         where = redact_url(endpoint.base_url)
         started = time.monotonic()
         try:
@@ -380,7 +399,7 @@ class LlmActivities:
         prompt_tokens = usage.prompt_tokens if usage else 0
         completion_tokens = usage.completion_tokens if usage else 0
         problem, kind, parsed = _judge_content(
-            content, schema, choice.finish_reason, self._config.max_tokens
+            content, turn.schema, choice.finish_reason, self._config.max_tokens, turn.secrets
         )
         span.set_attributes(
             {
@@ -413,7 +432,11 @@ ProblemKind = Literal["invalid_json", "schema", "truncated"]
 
 
 def _judge_content(
-    content: str, schema: dict[str, Any], finish_reason: str | None, max_tokens: int
+    content: str,
+    schema: dict[str, Any],
+    finish_reason: str | None,
+    max_tokens: int,
+    secrets: Collection[str] = (),
 ) -> tuple[str | None, ProblemKind | None, dict[str, Any] | None]:
     """Parse a reply and check it against the turn schema: (problem, kind, parsed)."""
     if finish_reason == "length":
@@ -429,7 +452,7 @@ def _judge_content(
     except json.JSONDecodeError as exc:
         return f"the reply is not valid JSON: {exc.msg} at column {exc.colno}", "invalid_json", None
     parsed = fill_nulls(schema, parsed)
-    problem = schema_problem(schema, parsed)
+    problem = schema_problem(schema, parsed, secrets)
     if problem is not None:
         return problem, "schema", None
     if not isinstance(parsed, dict):

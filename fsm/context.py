@@ -62,12 +62,19 @@ def _why(error: ValidationError) -> str:
 
 
 def value_problem(name: str, key: ContextKey, value: Any) -> str | None:
-    """Say why ``value`` does not fit the declared key, or None when it fits."""
+    """Say why ``value`` does not fit the declared key, or None when it fits.
+
+    The value of a key declared ``secret`` is not shown: reasons go to traces,
+    logs and the model.
+    """
     errors = validator_for(key_schema(key)).iter_errors(value)
     error = next(iter(sorted(errors, key=lambda e: list(e.path))), None)
     if error is None:
         return None
-    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    if key.secret:
+        shown = REDACTED
+    else:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
     return f"value {shown} for key {name!r} does not fit its declaration: {_why(error)}"
 
 

@@ -506,6 +506,20 @@ def handed_over(snapshot: RunSnapshot, continued_run_id: str | None) -> bool:
     return bool(continued_run_id) and snapshot.continued_from == continued_run_id
 
 
+def bounded(snapshot: RunSnapshot) -> RunSnapshot:
+    """The snapshot with its trace cut to the newest ``trace_keep`` entries past twice that.
+
+    So the run's state and result stay small whatever callers send (a flood of
+    refused signals, a long wait); the whole trace is in the history (``fsmflow
+    trace`` rebuilds it).
+    """
+    keep = snapshot.limits.trace_keep
+    run = snapshot.run
+    if len(run.trace) <= 2 * keep:
+        return snapshot
+    return snapshot.model_copy(update={"run": run.model_copy(update={"trace": run.trace[-keep:]})})
+
+
 def fsm_status(snapshot: RunSnapshot) -> FsmStatus:
     """The ``FsmStatus`` search attribute of a run."""
     progress = snapshot.progress

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 RunStatus = Literal["active", "awaiting_approval", "completed", "max_steps", "failed"]
 """``active``: the model acts next; ``awaiting_approval``: a gate is open;
 ``completed``: a terminal state was entered; ``max_steps``: the step bound ended
 the run; ``failed``: the run ended on an error it could not recover from."""
+
+REASON_CHARS = 2_000
+"""Bound of a trace entry's reason."""
 
 TraceKind = Literal[
     "turn", "approve", "reject", "timeout", "tool_call", "fail", "unanswered", "on_invalid"
@@ -39,6 +42,14 @@ class TraceEntry(BaseModel):
     latency_ms: int | None = None
     tool: str | None = None
     """The tool called (``tool_call`` entries)."""
+
+    @field_validator("reason", mode="before")
+    @classmethod
+    def _bounded(cls, value: object) -> object:
+        # Reasons quote what models, tools and callers said: each entry stays small.
+        if isinstance(value, str) and len(value) > REASON_CHARS:
+            return value[: REASON_CHARS - 1] + "\u2026"
+        return value
 
 
 class DialogueTurn(BaseModel):

@@ -7,10 +7,11 @@ every model a user writes forbids unknown fields.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.run import DialogueTurn, Reply, RunState, RunStatus, TraceEntry
 from schemas.snapshot import FsmStatus, RunLimits, RunSnapshot
@@ -31,6 +32,20 @@ __all__ = [
 ]
 
 
+MAX_AGENT_CHARS = 200
+MAX_TASK_CHARS = 16_000
+MAX_CONTEXT_BYTES = 64_000
+"""Bound of a start input's ``context`` as JSON (each value is also checked
+against its key's declaration)."""
+MAX_MESSAGE_CHARS = 200_000
+"""Hard bound of a message; ``FSMFLOW_MAX_MESSAGE_CHARS`` (4,000) applies below it."""
+MAX_BY_CHARS = 200
+MAX_COMMENT_CHARS = 2_000
+"""Bounds of a decision's ``by`` and ``comment``: what a caller sends is recorded in
+the trace, carried across continue-as-new and returned with the result, all under
+Temporal's 2 MB payload limit."""
+
+
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -42,16 +57,24 @@ class AgentRunInput(_Input):
     directory) or ``definition`` (an inline definition document) is given.
     """
 
-    agent: str | None = None
+    agent: str | None = Field(None, max_length=MAX_AGENT_CHARS)
     definition: dict[str, Any] | None = None
     context: dict[str, Any] = Field(default_factory=dict)
-    task: str = ""
+    task: str = Field("", max_length=MAX_TASK_CHARS)
 
     @model_validator(mode="after")
     def _one_source(self) -> AgentRunInput:
         if (self.agent is None) == (self.definition is None):
             raise ValueError('give exactly one of "agent" (a name) or "definition" (inline)')
         return self
+
+    @field_validator("context")
+    @classmethod
+    def _context_bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(value, default=str))
+        if size > MAX_CONTEXT_BYTES:
+            raise ValueError(f"{size} bytes as JSON; the limit is {MAX_CONTEXT_BYTES}")
+        return value
 
 
 class Carried(BaseModel):
@@ -81,7 +104,7 @@ class AgentWorkflowInput(AgentRunInput):
     started with them at once.
     """
 
-    agent: str | None = None
+    agent: str | None = Field(None, max_length=MAX_AGENT_CHARS)
     snapshot: RunSnapshot | None = None
     carried: Carried | None = None
 
@@ -96,22 +119,22 @@ class AgentWorkflowInput(AgentRunInput):
 class MessageInput(_Input):
     """A user message: ``{"text": "..."}``."""
 
-    text: str
+    text: str = Field(max_length=MAX_MESSAGE_CHARS)
 
 
 class DecisionInput(_Input):
     """An approval decision as a signal (``approve`` / ``reject``): who, and why."""
 
-    by: str = ""
-    comment: str = ""
+    by: str = Field("", max_length=MAX_BY_CHARS)
+    comment: str = Field("", max_length=MAX_COMMENT_CHARS)
 
 
 class DecideInput(_Input):
     """An approval decision as an update: ``{"decision": "approve", "by": "..."}``."""
 
     decision: Literal["approve", "reject"]
-    by: str = ""
-    comment: str = ""
+    by: str = Field("", max_length=MAX_BY_CHARS)
+    comment: str = Field("", max_length=MAX_COMMENT_CHARS)
 
 
 class DecisionResult(BaseModel):

@@ -42,8 +42,28 @@ class ReplayError(Exception):
     """The history cannot be replayed with the current workflow code."""
 
 
+def _merged(traces: list[tuple[TraceEntry, ...]]) -> list[TraceEntry]:
+    """The whole trace from the traces a run held one after the other.
+
+    A run's trace only grows at its end, and past a bound loses its oldest
+    entries (``fsm.judge.bounded``): each held trace is the one before, cut at
+    the front, plus new entries.
+    """
+    merged: list[TraceEntry] = []
+    last: tuple[TraceEntry, ...] = ()
+    for current in traces:
+        # The shortest cut of the previous trace that the current one starts with.
+        cut = next(
+            (i for i in range(len(last) + 1) if current[: len(last) - i] == last[i:]),
+            len(last),
+        )
+        merged.extend(current[len(last) - cut :])
+        last = current
+    return merged
+
+
 async def trace_from_history(history: WorkflowHistory) -> list[TraceEntry]:
-    """Replay ``history`` and return the trace of the run's last known state.
+    """Replay ``history`` and return every trace entry of the run.
 
     Raises:
         ReplayError: If the replay fails before any state was recorded.
@@ -60,4 +80,4 @@ async def trace_from_history(history: WorkflowHistory) -> list[TraceEntry]:
         _captured.clear()
     if result.replay_failure is not None and not states:
         raise ReplayError(str(result.replay_failure))
-    return list(states[-1].trace) if states else []
+    return _merged([state.trace for state in states])

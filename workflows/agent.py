@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         after_autonomous_turn,
         after_tool_call,
         answered_reply,
+        bounded,
         bundle_hash,
         carry,
         details,
@@ -163,7 +164,7 @@ class AgentWorkflow:
         # Transient: what the run is doing right now, for the status query.
         self._busy: Literal["model", "tool"] | None = None
         # Decisions signalled before the run resolved its definition.
-        self._early: list[tuple[Decision, DecisionInput]] = []
+        self._early: list[tuple[Decision, Any]] = []
         self._published: tuple[str, str, str] | None = None
         self._detailed = ""
         self._counters: dict[str, MetricCounter] = {}
@@ -221,11 +222,11 @@ class AgentWorkflow:
         if not handed:
             await self._start(request)
         self._publish()
-        for kind, decision in self._early:
+        for kind, raw in self._early:
             if self._legacy:
                 workflow.logger.warning("%s signal before the run started: ignored", kind)
             else:
-                self._record_signal(kind, decision)
+                self._record_signal(kind, raw)
         self._early.clear()
         definition = self._require_definition()
         while not self._state().ended:
@@ -339,7 +340,7 @@ class AgentWorkflow:
 
     def _set(self, snapshot: RunSnapshot) -> None:
         """Replace the snapshot whole, and show where the run is."""
-        self._restore(snapshot)
+        self._restore(bounded(snapshot))
         self._publish()
 
     def _set_run(self, run: RunState) -> None:
@@ -763,14 +764,27 @@ class AgentWorkflow:
             changes["gate_deadline"] = None
         self._set(self._snap().model_copy(update=changes))
 
-    def _record_signal(self, kind: Decision, decision: DecisionInput) -> None:
+    def _record_signal(self, kind: Decision, raw: Any) -> None:
+        """Record a decision signal; one that does not fit is traced as refused.
+
+        Signal inputs are taken raw: a signal cannot be refused like an update, and
+        one that failed to decode would vanish without a trace.
+        """
         snapshot = self._snapshot
-        by = decision.by or None
         if snapshot is None:
             # Not started yet (resolving its definition): judged once it has.
-            self._early.append((kind, decision))
+            self._early.append((kind, raw))
             return
         run = snapshot.run
+        try:
+            decision = DecisionInput.model_validate({} if raw is None else raw)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "input"
+            reason = f"{kind} signal refused: {where}: {first['msg']}"
+            self._set_run(record_rejection(run, reason, kind=kind))
+            return
+        by = decision.by or None
         if snapshot.pending is not None:
             reason = f"ignored: a decision is already pending at {run.state!r}"
             self._set_run(record_rejection(run, reason, kind=kind, by=by))
@@ -783,14 +797,14 @@ class AgentWorkflow:
             self._set(snapshot.model_copy(update={"pending": pending}))
 
     @workflow.signal
-    def approve(self, decision: DecisionInput) -> None:
-        """Approve at the open gate (recorded; the run applies it)."""
-        self._record_signal("approve", decision)
+    def approve(self, raw: Any = None) -> None:
+        """Approve at the open gate: ``{"by": "...", "comment": "..."}`` (the run applies it)."""
+        self._record_signal("approve", raw)
 
     @workflow.signal
-    def reject(self, decision: DecisionInput) -> None:
-        """Reject at the open gate (recorded; the run applies it)."""
-        self._record_signal("reject", decision)
+    def reject(self, raw: Any = None) -> None:
+        """Reject at the open gate: ``{"by": "...", "comment": "..."}`` (the run applies it)."""
+        self._record_signal("reject", raw)
 
     @workflow.update
     async def decide(self, decision: DecideInput) -> DecisionResult:

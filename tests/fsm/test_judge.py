@@ -14,6 +14,7 @@ from fsm.judge import (
     after_tool_call,
     answered_reply,
     backoff_seconds,
+    bounded,
     carry,
     details,
     fsm_status,
@@ -376,3 +377,21 @@ def test_a_spent_round_counts_its_replies_once(shop: AgentDefinition) -> None:
     for problem in ("a", "b", "c"):
         snapshot = reply_rejected(shop, snapshot, problem, NOW, can_wait=True).snapshot
     assert snapshot.progress is not None and snapshot.progress.failures == 3
+
+
+def test_a_secret_value_is_not_quoted_when_refused(shop: AgentDefinition) -> None:
+    run = start_run(shop).model_copy(update={"state": "adult"})
+    judged = judge_reply(shop, run, reply(parsed=say("adult", password=123)), {})
+    assert judged.problem.startswith("value [redacted] for key 'password' does not fit")
+    assert "123" not in judged.problem
+
+
+def test_the_trace_a_run_holds_is_bounded(shop: AgentDefinition) -> None:
+    run = start_run(shop)
+    for _ in range(9):
+        run = judge_reply(shop, run, reply(parsed=say("collect")), {}).run
+    snapshot = snapshot_of(shop, limits=RunLimits(trace_keep=4), run=run)
+    kept = bounded(snapshot)
+    assert len(kept.run.trace) == 4 and kept.run.trace == run.trace[-4:]
+    short = snapshot.model_copy(update={"run": run.model_copy(update={"trace": run.trace[:8]})})
+    assert bounded(short) == short
