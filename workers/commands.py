@@ -27,6 +27,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.definitions import load_agents
+from activities.llm import redact_url
 from schemas.run import TraceEntry
 from schemas.snapshot import FSM_STATUSES
 from schemas.workflow import (
@@ -61,8 +62,11 @@ def _explain(error: BaseException, workflow_id: str | None = None) -> str:
 
 
 def ui_link(settings: Settings, workflow_id: str) -> str:
-    """The run's page in the Temporal Web UI (the ids percent-encoded, as in a URL)."""
-    base = settings.ui_url.rstrip("/")
+    """The run's page in the Temporal Web UI (the ids percent-encoded, as in a URL).
+
+    Credentials in ``FSMFLOW_UI_URL`` (user info, a query string) are not shown.
+    """
+    base = redact_url(settings.ui_url).rstrip("/")
     namespace = quote(settings.temporal_namespace, safe="")
     return printable(f"{base}/namespaces/{namespace}/workflows/{quote(workflow_id, safe='')}")
 
