@@ -9,18 +9,45 @@ them in a directory; another store (S3, GCS) implements ``fsm.tools.ArtifactStor
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
-_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._%-]*$")
+_COMPONENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._~%=-]*$")
+_LEGACY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._%-]*$")
+NAME_MAX = 255
+"""Longest file name (bytes) of common file systems (ext4, XFS, APFS, NTFS)."""
+
+
+def _scope_part(run_id: str) -> str:
+    quoted = quote(run_id.encode("utf-8", "surrogatepass"), safe="")
+    if _LEGACY.match(quoted) and len(quoted) <= NAME_MAX:
+        # What every id that could store artifacts was encoded as before:
+        # unchanged, so runs in flight across an upgrade find theirs.
+        return quoted
+    if len(quoted) < NAME_MAX:
+        # No old encoding starts with "_", so these never meet one.
+        return "_" + quoted
+    # quote() encodes "=", so a quoted id never starts with "sha256=".
+    digest = hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"_sha256={digest}"
 
 
 def run_scope(workflow_id: str, chain_id: str) -> str:
-    """The store scope of a run: one directory level per id, safely encoded."""
-    return f"{quote(workflow_id, safe='')}/{quote(chain_id, safe='')}"
+    """The store scope of a run: one directory level per id, safely encoded.
+
+    Any id Temporal accepts maps to a plain file name, and different ids to
+    different names: an id is percent-encoded (``quote``); when the result
+    does not start with a letter or digit (``_x``, ``.hidden``, ``~a``, ``é``)
+    or holds a ``~``, it gets a ``_`` prefix; when it would be too long for a
+    file name (Temporal allows 1,000 characters, a file system 255 bytes), it
+    is ``_sha256=`` and the id's SHA-256. Ids that were stored before these
+    rules keep their encoding.
+    """
+    return f"{_scope_part(workflow_id)}/{_scope_part(chain_id)}"
 
 
 class FileArtifactStore:
@@ -33,8 +60,11 @@ class FileArtifactStore:
 
     def _file(self, scope: str, path: str) -> Path:
         parts = [*scope.split("/"), *path.split("/")]
-        # Every component is a plain name: no "..", no absolute paths.
-        if not all(_COMPONENT.match(part) and part not in (".", "..") for part in parts):
+        # Every component is a plain name: no "..", no absolute paths, none too long.
+        if not all(
+            _COMPONENT.match(part) and part not in (".", "..") and len(part) <= NAME_MAX
+            for part in parts
+        ):
             raise KeyError(f"invalid artifact location {scope}/{path}")
         return self.root.joinpath(*parts)
 

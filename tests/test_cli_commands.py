@@ -297,3 +297,42 @@ async def test_every_command_has_help(
 ) -> None:
     code, out, _ = await fsmflow(temporal_env, settings, command, "--help")
     assert code == 0 and out.startswith(f"usage: fsmflow {command}")
+
+
+async def test_model_and_user_text_is_printed_with_its_controls_escaped(
+    temporal_env: WorkflowEnvironment,
+    client: Client,
+    llm: ScriptedLlm,
+    model_name: str,
+    settings: Settings,
+) -> None:
+    # Clear the screen, retitle the window, overwrite the line, a C1 CSI, a bidi override.
+    hostile = "Hi\x1b[2J\x1b]0;pwned\x07 Ada\rX\x9b31m\u202e"
+    llm.script(
+        model_name,
+        # Rejected (no such state): the trace shows the reason, which quotes the model.
+        {"content": json.dumps({**say("x")["turn"], "target_state": "ask_\x1b[2Jemail"})},
+        say("ask_email", hostile + "\r\nYour email?", name="Ada"),
+        say("cancelled", "Stopped.", cancelled=True),
+    )
+    workflow_id = f"cli-{uuid.uuid4().hex[:8]}\x1b]0;id\x07"
+    async with running_worker(client, settings):
+        started = await fsmflow(temporal_env, settings, "run", "contact_form", "--id", workflow_id)
+        sent = await fsmflow(temporal_env, settings, "send", workflow_id, "I'm Ada")
+        status = await fsmflow(temporal_env, settings, "status", workflow_id)
+        await fsmflow(temporal_env, settings, "send", workflow_id, "stop please")
+    traced = await fsmflow(temporal_env, settings, "trace", workflow_id)
+    missing = await fsmflow(temporal_env, settings, "status", "no-such-run\x1b[2J")
+    for code, out, err in (started, sent, status, traced, missing):
+        assert not set(out + err) & set("\x1b\x07\r\x9b\u202e"), (out, err)
+        assert code == (1 if err else 0), err
+    # The reply keeps its lines (indented); everything else is one line per entry.
+    assert sent[1] == (
+        "[ask_email · active · step 1] Hi\\x1b[2J\\x1b]0;pwned\\x07 Ada\\rX\\x9b31m\\u202e\n"
+        "    Your email?\n"
+    )
+    shown_id = workflow_id.replace("\x1b", "\\x1b").replace("\x07", "\\x07")
+    assert started[1].splitlines()[0] == f"started {shown_id}"
+    assert status[1].startswith(f"{shown_id}: agent contact_form v1, state ask_email")
+    assert "ask_name -> -  rejected: " in traced[1] and "ask_\\x1b[2Jemail" in traced[1]
+    assert missing[2].startswith("fsmflow: no workflow 'no-such-run\\x1b[2J'")

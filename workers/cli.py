@@ -18,6 +18,7 @@ from fsm.loader import load_file
 from fsm.problems import DefinitionError
 from schemas.definition import definition_json_schema
 from schemas.snapshot import FSM_STATUSES
+from workers.text import printable
 
 if TYPE_CHECKING:
     from fsm.tools import ToolRegistry
@@ -57,10 +58,10 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         except DefinitionError as exc:
             failed = True
             for problem in exc.problems:
-                print(problem.render(exc.source), file=err)
+                print(printable(problem.render(exc.source)), file=err)
             continue
         for warning in loaded.warnings:
-            print(warning.render(loaded.source), file=out)
+            print(printable(warning.render(loaded.source)), file=out)
         definition = loaded.definition
         transitions = sum(len(s.transitions) for s in definition.states.values())
         gates = sum(1 for s in definition.states.values() if s.approval is not None)
@@ -73,7 +74,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             summary += f", tools {', '.join(named)}"
             if tools is None:
                 summary += " (not checked: give --tools or FSMFLOW_TOOL_MODULES)"
-        print(summary, file=out)
+        print(printable(summary), file=out)
     return 1 if failed else 0
 
 
@@ -107,9 +108,9 @@ def cmd_diagram(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         loaded = load_file(args.file)
     except DefinitionError as exc:
         for problem in exc.problems:
-            print(problem.render(exc.source), file=err)
+            print(printable(problem.render(exc.source)), file=err)
         return 1
-    out.write(mermaid(loaded.definition))
+    out.write(printable(mermaid(loaded.definition), multiline=True))
     return 0
 
 

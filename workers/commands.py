@@ -3,6 +3,8 @@
 run, chat, send, approve, reject, status, trace and ls.
 Each returns an exit code; expected failures (unknown workflow, unreachable
 server, invalid input) raise ``CommandError`` with one line for the user.
+Everything printed that came from a model, a user or a definition goes through
+``workers.text.printable`` (one line each, but a reply's text keeps its lines).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import sys
 import uuid
 from typing import Any, TextIO
+from urllib.parse import quote
 
 from pydantic import ValidationError
 from temporalio.client import (
@@ -24,6 +27,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.definitions import load_agents
+from activities.llm import redact_url
 from schemas.run import TraceEntry
 from schemas.snapshot import FSM_STATUSES
 from schemas.workflow import (
@@ -37,6 +41,7 @@ from schemas.workflow import (
 )
 from workers.client import connect, run_result, send_message
 from workers.settings import Settings
+from workers.text import printable, printable_json
 
 
 class CommandError(Exception):
@@ -57,9 +62,13 @@ def _explain(error: BaseException, workflow_id: str | None = None) -> str:
 
 
 def ui_link(settings: Settings, workflow_id: str) -> str:
-    """The run's page in the Temporal Web UI."""
-    base = settings.ui_url.rstrip("/")
-    return f"{base}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}"
+    """The run's page in the Temporal Web UI (the ids percent-encoded, as in a URL).
+
+    Credentials in ``FSMFLOW_UI_URL`` (user info, a query string) are not shown.
+    """
+    base = redact_url(settings.ui_url).rstrip("/")
+    namespace = quote(settings.temporal_namespace, safe="")
+    return printable(f"{base}/namespaces/{namespace}/workflows/{quote(workflow_id, safe='')}")
 
 
 def parse_input(text: str | None, agent: str) -> AgentRunInput:
@@ -90,11 +99,17 @@ async def _client(settings: Settings) -> Client:
         raise CommandError(str(exc)) from None
 
 
+def reply_text(message: str) -> str:
+    """A reply's text for the terminal: its lines kept, each after the first indented."""
+    return printable(message.rstrip("\r\n"), multiline=True, indent="    ")
+
+
 def _print_reply(reply: Reply, out: TextIO) -> None:
     flag = "" if reply.accepted else " (not answered; fallback reply)"
-    out.write(f"[{reply.state} · {reply.status} · step {reply.step}]{flag} {reply.message}\n")
+    header = printable(f"[{reply.state} · {reply.status} · step {reply.step}]{flag}")
+    out.write(f"{header} {reply_text(reply.message)}\n")
     if reply.reason:
-        out.write(f"  why: {reply.reason}\n")
+        out.write(f"  why: {printable(reply.reason)}\n")
 
 
 async def run(
@@ -120,13 +135,13 @@ async def run(
         )
     except RPCError as exc:
         raise CommandError(f"cannot start {workflow_id!r}: {_explain(exc)}") from None
-    out.write(f"started {handle.id}\n{ui_link(settings, handle.id)}\n")
+    out.write(f"started {printable(handle.id)}\n{ui_link(settings, handle.id)}\n")
     if wait:
         try:
             result = await run_result(handle)
         except WorkflowFailureError as exc:
             raise CommandError(f"run {handle.id} failed: {_explain(exc)}") from None
-        out.write(result.model_dump_json(indent=2) + "\n")
+        out.write(printable_json(result.model_dump_json(indent=2)) + "\n")
         if result.status == "failed":
             raise CommandError(f"run {handle.id} failed: {result.end_reason}")
     return 0
@@ -158,7 +173,10 @@ async def decide(
         )
     except (WorkflowUpdateFailedError, RPCError) as exc:
         raise CommandError(f"{decision} refused: {_explain(exc, workflow_id)}") from None
-    out.write(f"{decision}d by {by or 'anonymous'}: now in {result.state} ({result.status})\n")
+    out.write(
+        printable(f"{decision}d by {by or 'anonymous'}: now in {result.state} ({result.status})")
+        + "\n"
+    )
     return 0
 
 
@@ -175,32 +193,40 @@ async def status(settings: Settings, workflow_id: str, out: TextIO) -> int:
     except (WorkflowQueryFailedError, RPCError, TimeoutError):
         attributes = {p.key.name: p.value for p in description.typed_search_attributes}
         out.write(
-            f"{workflow_id}: {description.status.name if description.status else '?'}, "
-            f"state {attributes.get('FsmState', '?')}, "
-            f"status {attributes.get('FsmStatus', '?')}, "
-            f"awaiting approval: {attributes.get('FsmAwaitingApproval', '?')} "
-            "(no worker answered the status query)\n"
+            printable(
+                f"{workflow_id}: {description.status.name if description.status else '?'}, "
+                f"state {attributes.get('FsmState', '?')}, "
+                f"status {attributes.get('FsmStatus', '?')}, "
+                f"awaiting approval: {attributes.get('FsmAwaitingApproval', '?')} "
+                "(no worker answered the status query)"
+            )
+            + "\n"
         )
         return 0
-    out.write(
+    lines = [
         f"{workflow_id}: agent {current.agent} v{current.version}, state {current.state}, "
         f"{current.fsm_status}, step {current.step}/{current.max_steps}, "
         f"waiting for {current.waiting_for}, {current.total_tokens} tokens"
-        + (f"\n  ended: {current.end_reason}" if current.end_reason else "")
-        + (
-            f"\n  waiting for the model since {current.waiting_since:%Y-%m-%d %H:%M:%S} UTC, "
+    ]
+    if current.end_reason:
+        lines.append(f"  ended: {current.end_reason}")
+    if current.waiting_since is not None:
+        lines.append(
+            f"  waiting for the model since {current.waiting_since:%Y-%m-%d %H:%M:%S} UTC, "
             f"{current.model_failures} failed attempts, last error: {current.last_error}"
-            if current.waiting_since is not None
-            else ""
         )
-        + (f"\n  pending decision: {current.pending_decision}" if current.pending_decision else "")
-        + f"\n  {ui_link(settings, workflow_id)}\n"
-    )
+    if current.pending_decision:
+        lines.append(f"  pending decision: {current.pending_decision}")
+    lines.append(f"  {ui_link(settings, workflow_id)}")
+    out.write("".join(printable(line) + "\n" for line in lines))
     return 0
 
 
 def format_entry(entry: TraceEntry) -> str:
-    """One trace line: step, kind, from -> to (or state: tool), verdict, model, tokens, latency."""
+    """One trace line: step, kind, from -> to (or state: tool), verdict, model, tokens, latency.
+
+    One line whatever the reason says (``printable``).
+    """
     verdict = "ok" if entry.accepted else f"rejected: {entry.reason}"
     if entry.accepted and entry.reason:
         verdict += f" ({entry.reason})"
@@ -218,7 +244,8 @@ def format_entry(entry: TraceEntry) -> str:
         details.append(f"{entry.tokens} tok")
     if entry.latency_ms is not None:
         details.append(f"{entry.latency_ms} ms")
-    return "  ".join(parts) + f"  {verdict}" + (f"  [{', '.join(details)}]" if details else "")
+    line = "  ".join(parts) + f"  {verdict}" + (f"  [{', '.join(details)}]" if details else "")
+    return printable(line)
 
 
 async def trace(settings: Settings, workflow_id: str, out: TextIO) -> int:
@@ -236,7 +263,7 @@ async def trace(settings: Settings, workflow_id: str, out: TextIO) -> int:
     for entry in entries:
         out.write(format_entry(entry) + "\n")
     if not entries:
-        out.write(f"{workflow_id}: no turns yet\n")
+        out.write(f"{printable(workflow_id)}: no turns yet\n")
     return 0
 
 
@@ -267,17 +294,16 @@ async def ls(
     try:
         async for execution in client.list_workflows(query, limit=limit):
             attributes = {p.key.name: p.value for p in execution.typed_search_attributes}
-            rows.append(
-                (
-                    execution.id,
-                    str(attributes.get("FsmAgent", "-")),
-                    str(attributes.get("FsmState", "-")),
-                    "yes" if attributes.get("FsmAwaitingApproval") else "",
-                    str(attributes.get("FsmStatus", "-")),
-                    execution.status.name.lower() if execution.status else "-",
-                    execution.start_time.strftime("%Y-%m-%d %H:%M:%S"),
-                )
+            row = (
+                execution.id,
+                str(attributes.get("FsmAgent", "-")),
+                str(attributes.get("FsmState", "-")),
+                "yes" if attributes.get("FsmAwaitingApproval") else "",
+                str(attributes.get("FsmStatus", "-")),
+                execution.status.name.lower() if execution.status else "-",
+                execution.start_time.strftime("%Y-%m-%d %H:%M:%S"),
             )
+            rows.append(tuple(printable(value) for value in row))
     except RPCError as exc:
         raise CommandError(f"cannot list runs: {_explain(exc)}") from None
     header = ("WORKFLOW ID", "AGENT", "STATE", "APPROVAL", "FSM STATUS", "RUN", "STARTED (UTC)")
@@ -308,7 +334,7 @@ async def chat(
             id=workflow_id,
             task_queue=settings.task_queue,
         )
-        out.write(f"started {workflow_id}  {ui_link(settings, workflow_id)}\n")
+        out.write(f"started {printable(workflow_id)}  {ui_link(settings, workflow_id)}\n")
     else:
         workflow_id = target
         try:
@@ -329,11 +355,11 @@ async def chat(
         try:
             reply = await send_message(client, workflow_id, line.rstrip("\n"))
         except (WorkflowUpdateFailedError, RPCError) as exc:
-            out.write(f"! {_explain(exc, workflow_id)}\n")
+            out.write(f"! {printable(_explain(exc, workflow_id))}\n")
             continue
         _print_reply(reply, out)
         if reply.status == "awaiting_approval":
-            out.write(f"! waiting for approval: fsmflow approve {workflow_id}\n")
+            out.write(f"! waiting for approval: fsmflow approve {printable(workflow_id)}\n")
         if reply.status in ("completed", "max_steps", "failed"):
             return 0
 
@@ -343,7 +369,7 @@ def run_command(coro: Any, err: TextIO = sys.stderr, prefix: str = "fsmflow") ->
     try:
         return int(asyncio.run(coro))
     except CommandError as exc:
-        err.write(f"{prefix}: {exc}\n")
+        err.write(f"{prefix}: {printable(str(exc))}\n")
         return 1
     except KeyboardInterrupt:
         return 130

@@ -28,8 +28,9 @@ from schemas.run import TraceEntry
 from schemas.workflow import AgentResult, AgentStatus
 from workers.binaries import temporal_cli
 from workers.client import run_result, send_message
-from workers.commands import CommandError, _client, format_entry, ui_link
+from workers.commands import CommandError, _client, format_entry, reply_text, ui_link
 from workers.settings import Settings
+from workers.text import printable
 
 TASK = "Write a short article on why LLM agents benefit from finite state machines."
 MESSAGES = [
@@ -89,9 +90,11 @@ async def _watch(
             continue
         key = (status.state, status.fsm_status)
         if key != last:
-            out.write(f"    state: {status.state:<14} {status.fsm_status:<18} step {status.step}\n")
+            line = f"    state: {status.state:<14} {status.fsm_status:<18} step {status.step}"
+            out.write(printable(line) + "\n")
             if status.waiting_since is not None:
-                out.write(f"    ({status.model_failures} failed: {status.last_error})\n")
+                failed = f"    ({status.model_failures} failed: {status.last_error})"
+                out.write(printable(failed) + "\n")
             out.flush()
             last = key
         if status.status != "active":
@@ -146,10 +149,11 @@ async def research(settings: Settings, client: Client, out: TextIO) -> list[Trac
             decision,
         )
     result = await run_result(client.get_workflow_handle(workflow_id, result_type=AgentResult))
-    out.write(
+    ended = (
         f"    ended: {result.status} in {result.state} ({result.end_reason}); "
-        f"{result.total_tokens} tokens\n"
+        f"{result.total_tokens} tokens"
     )
+    out.write(printable(ended) + "\n")
     _print_trace(result.trace, out)
     out.write(f"    Web UI: {ui_link(settings, workflow_id)}\n")
     return result.trace
@@ -168,7 +172,8 @@ async def form(settings: Settings, client: Client, out: TextIO) -> list[TraceEnt
         reply = await send_message(client, workflow_id, text)
         elapsed = time.monotonic() - started
         flag = "" if reply.accepted else " (fallback: no valid turn)"
-        out.write(f"  agent [{reply.state}, {elapsed:.1f}s]{flag}> {reply.message}\n")
+        prompt = printable(f"  agent [{reply.state}, {elapsed:.1f}s]{flag}>")
+        out.write(f"{prompt} {reply_text(reply.message)}\n")
         if reply.status != "active":
             break
     trace: list[TraceEntry] = await handle.query("trace", result_type=list[TraceEntry])

@@ -5,6 +5,10 @@ Tracing is on when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
 ``OTEL_*`` variables itself. Workflow spans come from Temporal's
 ``OpenTelemetryPlugin`` (replay-safe), activity spans too; the LLM activity adds
 an ``llm.turn`` span with the model, tokens and latency.
+
+The exporter logs its failures with the request URL (``Max retries exceeded with
+url: /v1/traces?key=...``); what an endpoint holds in its user info or query
+string is taken out of those lines.
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ import logging
 import os
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from activities.llm import redact_url
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
@@ -26,6 +33,50 @@ def tracing_enabled(environ: Mapping[str, str] | None = None) -> bool:
     """Whether an OTLP endpoint is configured."""
     env = os.environ if environ is None else environ
     return any(env.get(name) for name in ENDPOINT_VARIABLES)
+
+
+class RedactEndpoints(logging.Filter):
+    """Takes the credentials of the OTLP endpoints out of log records.
+
+    The endpoints are the ones of ``ENDPOINT_VARIABLES``: each is replaced by its
+    ``redact_url`` form, and its user info and query string, which the exporter's
+    messages also quote on their own (a connection error names the path and
+    query), are taken out as ``redact_url`` does.
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        """Read the endpoints from ``environ`` (default: the process environment)."""
+        super().__init__()
+        env = os.environ if environ is None else environ
+        replacements: dict[str, str] = {}
+        for name in ENDPOINT_VARIABLES:
+            url = env.get(name)
+            if not url:
+                continue
+            replacements[url] = redact_url(url)
+            try:
+                parts = urlsplit(url)
+            except ValueError:
+                continue
+            user_info, at, _ = parts.netloc.rpartition("@")
+            if at:
+                replacements[user_info + "@"] = "***@"
+            if parts.query:
+                replacements["?" + parts.query] = ""
+        # Longest first: a whole URL before the pieces it contains.
+        self._replacements = sorted(replacements.items(), key=lambda r: -len(r[0]))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message if it quotes an endpoint's credentials."""
+        if not self._replacements:
+            return True
+        message = record.getMessage()
+        scrubbed = message
+        for secret, shown in self._replacements:
+            scrubbed = scrubbed.replace(secret, shown)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        return True
 
 
 def configure_tracing(*, processor: SpanProcessor | None = None) -> list[Any]:
@@ -42,6 +93,9 @@ def configure_tracing(*, processor: SpanProcessor | None = None) -> list[Any]:
     if processor is None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
+        # The exporter logs through its module's logger (a filter on a parent
+        # logger would not see those records).
+        logging.getLogger(OTLPSpanExporter.__module__).addFilter(RedactEndpoints())
         processor = BatchSpanProcessor(OTLPSpanExporter())
     service = os.environ.get("OTEL_SERVICE_NAME", "fsmflow-worker")
     provider = create_tracer_provider(resource=Resource.create({"service.name": service}))

@@ -9,6 +9,7 @@ import asyncio
 import multiprocessing
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -226,6 +227,75 @@ async def test_artifacts_are_scoped_to_their_run(tmp_path: Path) -> None:
         await store.get(run_scope("another-run", "0193-run"), artifact_path(ref))
     stored = list((tmp_path / "artifacts").rglob("draft.md"))
     assert len(stored) == 1 and "support%2Fada%40example.com" in str(stored[0])
+
+
+HOSTILE_IDS = [
+    "_x",
+    ".hidden",
+    "~a",
+    "a/b",
+    "..",
+    ".",
+    "é-ü",
+    "x" * 1000,
+    "é" * 1000,
+    "x" * 255,
+    "x" * 256,
+    "_" + "x" * 253,
+    "sha256=" + "0" * 64,
+    "/etc/passwd",
+    "a\x00b\nc",
+    "%41",
+    "A",
+]
+
+
+@pytest.mark.parametrize("workflow_id", HOSTILE_IDS)
+async def test_any_workflow_id_stores_artifacts(tmp_path: Path, workflow_id: str) -> None:
+    root = tmp_path / "artifacts"
+    store = FileArtifactStore(root)
+    scope = run_scope(workflow_id, "0193-run")
+    await store.put(scope, "1/result.txt", workflow_id.encode())
+    assert await store.get(scope, "1/result.txt") == workflow_id.encode()
+    (stored,) = [p for p in root.rglob("*") if p.is_file()]
+    # Inside the root, two levels for the scope, each a plain file name.
+    relative = stored.relative_to(root).parts
+    assert len(relative) == 4 and all(len(part.encode()) <= 255 for part in relative)
+
+
+def test_scopes_of_different_ids_differ() -> None:
+    ids = [*HOSTILE_IDS, "x", "_" + "x" * 254, "y" * 300, "y" * 301, "a%2Fb", "~", "_~"]
+    scopes = {run_scope(workflow_id, "r") for workflow_id in ids}
+    assert len(scopes) == len(set(ids))
+
+
+def test_ids_that_worked_before_keep_their_scope() -> None:
+    # The encoding of earlier releases: runs in flight at an upgrade find their artifacts.
+    for workflow_id in ["support/ada@example.com", "research-1a2b", "A.b-c", "x" * 255]:
+        assert run_scope(workflow_id, "0193-run") == f"{quote(workflow_id, safe='')}/0193-run"
+    assert run_scope("_x", "r") == "__x/r" and run_scope("é", "r") == "_%C3%A9/r"
+    assert run_scope("x" * 256, "r").startswith("_sha256=")
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        ("../x", "1/a"),
+        ("a/..", "1/a"),
+        ("/abs", "1/a"),
+        ("a/b", "../../a"),
+        ("a/b", "1/.."),
+        ("a/b", "1/" + "x" * 256),
+        ("a/b", "1/.hidden"),
+        ("a/./b", "1/a"),
+    ],
+)
+async def test_locations_outside_the_store_are_refused(
+    tmp_path: Path, location: tuple[str, str]
+) -> None:
+    store = FileArtifactStore(tmp_path / "artifacts")
+    with pytest.raises(KeyError, match="invalid artifact location"):
+        await store.put(*location, b"x")
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden", "", "x" * 65])
