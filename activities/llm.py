@@ -450,7 +450,11 @@ def _judge_content(
     try:
         parsed = json.loads(content)
     except json.JSONDecodeError as exc:
-        return f"the reply is not valid JSON: {exc.msg} at column {exc.colno}", "invalid_json", None
+        return (
+            f"the reply is not valid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}",
+            "invalid_json",
+            None,
+        )
     parsed = fill_nulls(schema, parsed)
     problem = schema_problem(schema, parsed, secrets)
     if problem is not None:

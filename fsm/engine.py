@@ -640,7 +640,7 @@ def parse_turn(
             data = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise TurnParseError(
-                f"the reply is not valid JSON: {exc.msg} at column {exc.colno}"
+                f"the reply is not valid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}"
             ) from None
     model = AutonomousDecision if definition.mode == "autonomous" else TurnDecision
     try:
