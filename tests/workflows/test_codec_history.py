@@ -20,7 +20,12 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHistory,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
@@ -312,24 +317,19 @@ async def test_the_temporal_cli_reads_the_history_through_the_codec_server(
     settings = key_settings(make_settings(llm, model_name, task_queue), temporal_env)
     words = Words.new()
     script(llm, model_name, words)
-    async with converse(await connect(settings), settings, words) as workflow_id:
+    client = await connect(settings)
+    async with converse(client, settings, words) as workflow_id:
         pass
     server = CodecServer(
         EncryptionCodec(settings.payload_keys()), port=free_port(), log_requests=False
     ).start()
 
-    async def show(*extra: str) -> str:
+    async def temporal(*args: str) -> str:
         process = await asyncio.create_subprocess_exec(
             str(temporal_cli()),
-            "workflow",
-            "show",
-            "-w",
-            workflow_id,
+            *args,
             "--address",
             target(temporal_env),
-            "--output",
-            "json",
-            *extra,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -337,11 +337,24 @@ async def test_the_temporal_cli_reads_the_history_through_the_codec_server(
         assert process.returncode == 0, err.decode()
         return out.decode()
 
+    show = ("workflow", "show", "-w", workflow_id, "--output", "json")
+    started = f"cli-{uuid.uuid4().hex[:8]}"
     try:
-        shown = await show("--codec-endpoint", server.url)
-        hidden = await show()
+        shown = await temporal(*show, "--codec-endpoint", server.url)
+        hidden = await temporal(*show)
+        # A run started from the Temporal CLI with the codec: its input is encrypted.
+        await temporal(
+            *("workflow", "start", "--type", "AgentWorkflow", "--workflow-id", started),
+            *("--task-queue", f"nobody-{task_queue}", "--input", json.dumps(words.message)),
+            *("--codec-endpoint", server.url),
+        )
     finally:
         server.stop()
+    first = (await temporal_env.client.get_workflow_handle(started).fetch_history()).events[0]
+    [given] = first.workflow_execution_started_event_attributes.input.payloads
+    assert given.metadata["encoding"] == b"binary/encrypted"
+    assert await client.data_converter.decode([given]) == [words.message]
+    await temporal_env.client.get_workflow_handle(started).terminate("test over")
     # `--output json` is the history in protobuf JSON: payload data is base64.
     decoded, encrypted = payload_data(shown), payload_data(hidden)
     assert words.message.encode() in decoded and words.reply.encode() in decoded
@@ -364,3 +377,33 @@ def payload_data(history_json: str) -> bytes:
 
     walk(json.loads(history_json))
     return b"\n".join(found)
+
+
+async def test_a_worker_without_the_key_leaves_the_run_to_one_with_it(
+    temporal_env: WorkflowEnvironment, llm: ScriptedLlm, model_name: str, task_queue: str
+) -> None:
+    plain_settings = make_settings(llm, model_name, task_queue)
+    settings = key_settings(plain_settings, temporal_env)
+    client = await connect(settings)
+    words = Words.new()
+    script(llm, model_name, words)
+    async with running_worker(temporal_env.client, plain_settings):
+        handle = await start(client, settings, definition=VAULT)
+        failure = None
+        for _ in range(100):
+            history = await handle.fetch_history()
+            failed = [
+                e for e in history.events if e.HasField("workflow_task_failed_event_attributes")
+            ]
+            if failed:
+                failure = failed[0].workflow_task_failed_event_attributes.failure
+                break
+            await asyncio.sleep(0.1)
+    assert (
+        failure is not None and "Unknown payload encoding binary/encrypted" in failure.cause.message
+    )
+    assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+    async with running_worker(client, settings):
+        reply = await send(handle, words.first_message)
+        await handle.terminate("test over")
+    assert reply.message == words.first_reply
