@@ -208,6 +208,43 @@ def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return commands.run_command(demo.run_demo(settings, out=out), err, prefix="fsmflow demo")
 
 
+def cmd_codec_server(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Serve Temporal's codec protocol with the payload keys, until interrupted."""
+    from workers.codec import EncryptionCodec
+    from workers.codec_server import CodecServer, describe, origin_of
+
+    settings = _settings(err)
+    if settings is None:
+        return 2
+    keys = settings.payload_keys()
+    if not keys:
+        print(
+            "fsmflow codec-server: neither FSMFLOW_PAYLOAD_KEY nor FSMFLOW_PAYLOAD_DECRYPT_KEYS "
+            "is set: nothing to decode",
+            file=err,
+        )
+        return 2
+    try:
+        origins = tuple(origin_of(o) for o in (args.origin or [settings.ui_url]))
+    except ValueError as exc:
+        print(f"fsmflow codec-server: --origin: {exc}", file=err)
+        return 2
+    codec = EncryptionCodec(keys)
+    token = settings.codec_server_token.get_secret_value() if settings.codec_server_token else None
+    try:
+        server = CodecServer(codec, host=args.host, port=args.port, origins=origins, token=token)
+    except OSError as exc:
+        print(f"fsmflow codec-server: cannot listen on {args.host}:{args.port}: {exc}", file=err)
+        return 1
+    out.write(describe(server, codec, origins))
+    out.flush()
+    try:
+        server.serve()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``fsmflow`` command."""
     parser = argparse.ArgumentParser(
@@ -362,6 +399,27 @@ def build_parser() -> argparse.ArgumentParser:
         "drive a short conversation with the form agent, printing every turn.",
     )
     demo.set_defaults(handler=cmd_demo)
+
+    codec = commands.add_parser(
+        "codec-server",
+        help="decrypt payloads for the Temporal Web UI and CLI (remote codec)",
+        description="Serve Temporal's remote codec protocol (POST /encode, /decode) with "
+        "FSMFLOW_PAYLOAD_KEY and FSMFLOW_PAYLOAD_DECRYPT_KEYS, so the Web UI "
+        "(--ui-codec-endpoint, or its Data Encoder setting) and the temporal CLI "
+        "(--codec-endpoint) show encrypted payloads. Whoever reaches it reads them: keep "
+        "it on loopback or behind access control (FSMFLOW_CODEC_SERVER_TOKEN requires a "
+        "bearer token).",
+    )
+    codec.add_argument("--port", type=int, default=8081, help="default 8081")
+    codec.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only)")
+    codec.add_argument(
+        "--origin",
+        action="append",
+        metavar="URL",
+        help="Web UI origin allowed by CORS (repeatable; default: FSMFLOW_UI_URL, "
+        "http://127.0.0.1:8233)",
+    )
+    codec.set_defaults(handler=cmd_codec_server)
     return parser
 
 

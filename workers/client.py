@@ -14,12 +14,12 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
 )
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 
 from schemas.workflow import AgentResult, MessageInput, Reply
+from workers.codec import data_converter
 from workers.settings import Settings
 
 
@@ -43,6 +43,10 @@ async def connect(
 ) -> Client:
     """A client for the settings' address and namespace (pydantic data converter).
 
+    With ``FSMFLOW_PAYLOAD_KEY`` set, the converter encrypts every payload
+    (``workers.codec``): the worker, the CLI and Python callers all connect here,
+    so they all read and write the same payloads.
+
     Raises:
         RuntimeError: If the server cannot be reached; the message names the address.
     """
@@ -54,7 +58,7 @@ async def connect(
                 settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
             ),
             tls=_tls(settings),
-            data_converter=pydantic_data_converter,
+            data_converter=data_converter(settings.payload_keys()),
             runtime=runtime,
             plugins=list(plugins),
         )

@@ -255,7 +255,7 @@ async def trace(settings: Settings, workflow_id: str, out: TextIO) -> int:
     client = await _client(settings)
     try:
         history = await _handle(client, workflow_id).fetch_history()
-        entries = await trace_from_history(history)
+        entries = await trace_from_history(history, data_converter=client.data_converter)
     except RPCError as exc:
         raise CommandError(_explain(exc, workflow_id)) from None
     except ReplayError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from schemas.run import RunState, TraceEntry
@@ -62,15 +63,20 @@ def _merged(traces: list[tuple[TraceEntry, ...]]) -> list[TraceEntry]:
     return merged
 
 
-async def trace_from_history(history: WorkflowHistory) -> list[TraceEntry]:
+async def trace_from_history(
+    history: WorkflowHistory, *, data_converter: DataConverter = pydantic_data_converter
+) -> list[TraceEntry]:
     """Replay ``history`` and return every trace entry of the run.
+
+    ``data_converter`` must be the one the run was written with (the client's:
+    with a payload key, the history's payloads are encrypted).
 
     Raises:
         ReplayError: If the replay fails before any state was recorded.
     """
     replayer = Replayer(
         workflows=[_CapturingAgentWorkflow],
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter,
         workflow_runner=UnsandboxedWorkflowRunner(),
     )
     async with _lock:

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from activities.llm import LlmConfig, ModelEndpoint, redact_url
 from schemas.snapshot import RunLimits
+from workers.codec import KEY_ID_PATTERN, KeyRing, parse_keys
 
 DEFAULT_TASK_QUEUE = "fsmflow-agents"
 DEFAULT_LOCAL_MODEL = "smollm2-135m-instruct"
@@ -118,6 +119,12 @@ class Settings(BaseSettings):
     health_host: str = Field("0.0.0.0", alias="FSMFLOW_HEALTH_HOST")  # noqa: S104 - probes
     metrics_bind: str = Field("127.0.0.1:9464", alias="FSMFLOW_METRICS_BIND")
     """Where the Temporal runtime serves Prometheus text; /metrics proxies it."""
+    payload_key: SecretStr | None = Field(None, alias="FSMFLOW_PAYLOAD_KEY")
+    """``<id>:<base64 of 32 bytes>``: encrypts every payload (see ``workers.codec``)."""
+    payload_decrypt_keys: SecretStr | None = Field(None, alias="FSMFLOW_PAYLOAD_DECRYPT_KEYS")
+    """Comma-separated keys, same form, that only decrypt (older keys, keys rolling out)."""
+    codec_server_token: SecretStr | None = Field(None, alias="FSMFLOW_CODEC_SERVER_TOKEN")
+    """When set, ``fsmflow codec-server`` wants ``Authorization: Bearer <token>``."""
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -144,12 +151,26 @@ class Settings(BaseSettings):
             },
         }
         fields.update(overrides)
-        return cls(**fields)
+        settings = cls(**fields)
+        # Checked here, not in a pydantic validator: its error would quote the input.
+        settings.payload_keys()
+        return settings
 
     @property
     def tool_modules(self) -> list[str]:
         """The tool modules to load, in order."""
         return split_modules(self.tool_modules_spec)
+
+    def payload_keys(self) -> KeyRing:
+        """The payload encryption keys (an empty ring: no codec).
+
+        Raises:
+            PayloadKeyError: If a key is malformed; the message names the variable.
+        """
+        return parse_keys(
+            self.payload_key.get_secret_value() if self.payload_key else None,
+            self.payload_decrypt_keys.get_secret_value() if self.payload_decrypt_keys else None,
+        )
 
     def tier(self, name: str) -> ModelEndpoint:
         """The model and endpoint of a tier.
@@ -232,4 +253,17 @@ class Settings(BaseSettings):
             "response_format": self.response_format,
             "tls": self.temporal_tls or self.temporal_tls_cert is not None,
             "temporal_api_key": "set" if self.temporal_api_key else "unset",
+            "payload_key": _key_summary(self.payload_key),
+            "payload_decrypt_keys": _key_summary(self.payload_decrypt_keys),
         }
+
+
+def _key_summary(keys: SecretStr | None) -> str:
+    """``unset``, or ``set`` with the keys' ids (not secret: every payload carries its id)."""
+    specs = [s.strip() for s in (keys.get_secret_value() if keys else "").split(",") if s.strip()]
+    if not specs:
+        return "unset"
+    # Only an id before a ':': a spec without one may be bare key material.
+    ids = [spec.partition(":")[0].strip() for spec in specs if ":" in spec]
+    named = [key_id for key_id in ids if KEY_ID_PATTERN.fullmatch(key_id)]
+    return f"set (id {', '.join(named)})" if named else "set"
