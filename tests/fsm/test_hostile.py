@@ -15,14 +15,21 @@ from typing import Any
 
 import pytest
 import yaml
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
+import fsm.checks
+from activities.definitions import DefinitionActivities
+from fsm.checks import check_definition, guard_depth
 from fsm.loader import load_file, load_text, parse_definition
 from fsm.problems import DefinitionError, Problem
+from schemas.activity import ResolveDefinitionInput, RunLimits
 from schemas.definition import RECORDED, AgentDefinition, definition_json_schema
 from schemas.limits import (
     MAX_CONTEXT_KEYS,
     MAX_DEFINITION_BYTES,
     MAX_ENUM_VALUES,
+    MAX_GUARD_DEPTH,
     MAX_NAME_LENGTH,
     MAX_NESTING,
     MAX_PROBLEMS,
@@ -71,6 +78,24 @@ def not_guard(depth: int) -> dict[str, Any]:
     for _ in range(depth - 1):
         expr = {"!": expr}
     return expr
+
+
+def chain(count: int, fan: int = 1) -> dict[str, Any]:
+    """``count`` states, each moving to the next ``fan``; the last one ends the run."""
+    states: dict[str, Any] = {}
+    for i in range(count - 1):
+        targets = range(i + 1, min(i + 1 + fan, count))
+        states[f"s{i}"] = {"transitions": [{"target": f"s{j}"} for j in targets]}
+    states[f"s{count - 1}"] = {"terminal": True}
+    return {"name": "chain", "initial_state": "s0", "states": states}
+
+
+def recorded(data: dict[str, Any]) -> AgentDefinition:
+    """A definition past the limits, as only a recorded one may be.
+
+    What the checks themselves cost, apart from the limits that keep such input out.
+    """
+    return AgentDefinition.model_validate(data, context=RECORDED)
 
 
 # ------------------------------------------------------------------ YAML
@@ -171,6 +196,22 @@ def test_json_integer_too_long_is_one_line() -> None:
 # ------------------------------------------------------------------ guards
 
 
+def test_a_guard_at_the_limit_is_accepted() -> None:
+    data = build()
+    data["states"]["adult"]["transitions"][0]["when"] = not_guard(MAX_GUARD_DEPTH)
+    assert guard_depth(not_guard(MAX_GUARD_DEPTH)) == MAX_GUARD_DEPTH
+    parse_definition(data, source="shop.yaml")
+
+
+def test_a_guard_deeper_than_the_limit_is_one_line_naming_state_and_transition() -> None:
+    data = build()
+    data["states"]["adult"]["transitions"][0]["when"] = not_guard(MAX_GUARD_DEPTH + 1)
+    assert refusal_of(data) == [
+        f"shop.yaml: state 'adult': transition 1: when: nested {MAX_GUARD_DEPTH + 1} levels "
+        f"deep; the limit is {MAX_GUARD_DEPTH}"
+    ]
+
+
 def test_a_guard_deeper_than_a_document_may_be_is_refused_before_validation() -> None:
     data = build()
     data["states"]["adult"]["transitions"][0]["when"] = not_guard(600)
@@ -178,6 +219,33 @@ def test_a_guard_deeper_than_a_document_may_be_is_refused_before_validation() ->
         "shop.yaml: state 'adult': transition 1: when: nested deeper than the limit of "
         f"{MAX_NESTING} levels"
     ]
+
+
+def test_guard_depth_counts_objects_and_lists() -> None:
+    assert guard_depth(None) == 0
+    assert guard_depth({">=": [{"var": "age"}, 18]}) == 3
+    assert guard_depth([[[[]]]]) == 4
+    assert guard_depth(not_guard(5000)) == 5000  # no recursion: any depth is measured
+
+
+async def test_a_deep_guard_inline_is_refused_at_run_start(tmp_path: Path) -> None:
+    """What the workflow's first activity does with an inline definition."""
+    definitions = DefinitionActivities(tmp_path, RunLimits())
+    for depth, message in [
+        (MAX_GUARD_DEPTH + 1, f"when: nested {MAX_GUARD_DEPTH + 1} levels deep"),
+        (600, f"when: nested deeper than the limit of {MAX_NESTING} levels"),
+    ]:
+        data = build()
+        data["states"]["adult"]["transitions"][0]["when"] = not_guard(depth)
+        with pytest.raises(ApplicationError) as info:
+            await ActivityEnvironment().run(
+                definitions.resolve_definition, ResolveDefinitionInput(definition=data)
+            )
+        assert info.value.type == "DefinitionRefused"
+        assert info.value.non_retryable
+        refused = str(info.value).splitlines()
+        assert len(refused) == 2
+        assert f"inline definition: state 'adult': transition 1: {message}" in refused[1]
 
 
 # ------------------------------------------------------------------ sizes
@@ -336,6 +404,63 @@ def test_a_refusal_lists_at_most_max_problems() -> None:
     assert str(info.value).splitlines()[0] == (
         f"shop.yaml: definition refused, {3 * MAX_PROBLEMS} problems"
     )
+
+
+# ------------------------------------------------------------------ the graph
+
+
+@pytest.fixture
+def successor_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """How often the graph checks ask for a state's moves (the real function runs)."""
+    calls: list[str] = []
+    real = fsm.checks.successors
+
+    def counting(state: Any) -> list[str]:
+        calls.append("")
+        return real(state)
+
+    monkeypatch.setattr(fsm.checks, "successors", counting)
+    return calls
+
+
+def test_a_10000_state_chain_is_checked_in_linear_work(successor_calls: list[str]) -> None:
+    # The backward search used to sweep the states once per state it added:
+    # 50 million calls here, 39 s. Now: reachability, then one reverse pass.
+    definition = recorded(chain(10_000))
+    assert check_definition(definition) == []
+    assert len(successor_calls) == 2 * 10_000
+
+
+def test_a_10000_state_definition_with_100000_transitions_is_checked(
+    successor_calls: list[str],
+) -> None:
+    definition = recorded(chain(10_000, fan=10))
+    assert sum(len(s.transitions) for s in definition.states.values()) > 99_000
+    assert check_definition(definition) == []
+    assert len(successor_calls) == 2 * 10_000
+
+
+def test_10000_traps_are_found_and_the_first_listed() -> None:
+    data = chain(10_000)
+    # s1 ... s9999 can never end: the last state leads back instead of ending.
+    data["states"]["s9999"] = {"transitions": [{"target": "s9998"}]}
+    data["states"]["s0"]["transitions"].append({"target": "done"})
+    data["states"]["done"] = {"terminal": True}
+    problems = check_definition(recorded(data))
+    assert [p.path for p in problems[:MAX_PROBLEMS]] == [
+        ("states", f"s{i}") for i in range(1, MAX_PROBLEMS + 1)
+    ]
+    assert problems[-1].message == f"checks stopped after {MAX_PROBLEMS} problems; fix these first"
+
+
+def test_10000_unknown_targets_among_10000_states_stop_at_max_problems() -> None:
+    data = chain(10_000)
+    for i in range(9_999):
+        data["states"][f"s{i}"]["transitions"].append({"target": f"x{i}"})
+    problems = check_definition(recorded(data))
+    assert len(problems) == MAX_PROBLEMS + 1
+    # Past MAX_SUGGESTION_CHOICES names, "did you mean" does not compare.
+    assert problems[0].message == "target 'x0' is not a state"
 
 
 def test_alias_free_yaml_of_a_real_definition_still_loads() -> None:
