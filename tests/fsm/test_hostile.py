@@ -19,11 +19,12 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 import fsm.checks
+from activities.bundles import BundleCache
 from activities.definitions import DefinitionActivities
 from fsm.checks import check_definition, guard_depth
 from fsm.loader import load_file, load_text, parse_definition
 from fsm.problems import DefinitionError, Problem
-from schemas.activity import ResolveDefinitionInput, RunLimits
+from schemas.activity import AgentBundle, ResolveDefinitionInput, RunLimits
 from schemas.definition import RECORDED, AgentDefinition, definition_json_schema
 from schemas.limits import (
     MAX_CONTEXT_KEYS,
@@ -370,6 +371,9 @@ def test_recorded_definitions_are_exempt_from_the_limits() -> None:
         AgentDefinition.model_validate(data)
     definition = AgentDefinition.model_validate(data, context=RECORDED)
     assert len(definition.states) == MAX_STATES + 6
+    # A worker handed the bundle of such a run (its model turns) parses it too.
+    held = BundleCache().add("hash", AgentBundle(definition=definition.model_dump(mode="json")))
+    assert held.definition == definition
 
 
 def test_the_json_schema_shows_the_limits_to_editors() -> None:
