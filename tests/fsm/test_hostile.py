@@ -27,8 +27,10 @@ from fsm.problems import DefinitionError, Problem
 from schemas.activity import AgentBundle, ResolveDefinitionInput, RunLimits
 from schemas.definition import RECORDED, AgentDefinition, definition_json_schema
 from schemas.limits import (
+    MAX_APPROVERS,
     MAX_CONTEXT_KEYS,
     MAX_DEFINITION_BYTES,
+    MAX_DURATION_SECONDS,
     MAX_ENUM_VALUES,
     MAX_GUARD_DEPTH,
     MAX_NAME_LENGTH,
@@ -37,7 +39,9 @@ from schemas.limits import (
     MAX_SOURCE_BYTES,
     MAX_STATES,
     MAX_TEXT_LENGTH,
+    MAX_TOOLS,
     MAX_TRANSITIONS,
+    MAX_VALUE_LENGTH,
     MAX_VALUES,
 )
 from tests.fsm.conftest import build
@@ -381,6 +385,32 @@ def test_the_json_schema_shows_the_limits_to_editors() -> None:
     assert schema["properties"]["persona"]["maxLength"] == MAX_TEXT_LENGTH
     assert schema["properties"]["states"]["maxProperties"] == MAX_STATES
     assert schema["$defs"]["State"]["properties"]["transitions"]["maxItems"] == MAX_TRANSITIONS
+
+
+def test_docs_list_every_limit() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "format.md").read_text()
+    limits = docs.split("## Limits", 1)[1]
+    rows = {
+        "a definition file": f"{MAX_SOURCE_BYTES // 1024} KB",
+        "nesting of mappings and lists": f"{MAX_NESTING} levels",
+        "keys, values and list items": f"{MAX_VALUES:,}",
+        "the definition as a run records it": f"{MAX_DEFINITION_BYTES // 1024} KB",
+        "`states`": f"{MAX_STATES}",
+        "`transitions` of one state": f"{MAX_TRANSITIONS}",
+        "`context` keys": f"{MAX_CONTEXT_KEYS}",
+        "`tools` of one state": f"{MAX_TOOLS}",
+        "`enum` values": f"{MAX_ENUM_VALUES}, each string at most {MAX_VALUE_LENGTH:,}",
+        "`approvers`": f"{MAX_APPROVERS}, each at most {MAX_VALUE_LENGTH:,}",
+        "prose:": f"{MAX_TEXT_LENGTH:,} characters",
+        "names:": f"{MAX_NAME_LENGTH} characters",
+        "`pattern`": f"{MAX_VALUE_LENGTH:,} characters",
+        "a `when` guard": f"{MAX_GUARD_DEPTH} levels",
+        "durations": f"{MAX_DURATION_SECONDS // 86400}d",
+    }
+    for what, limit in rows.items():
+        (row,) = [line for line in limits.splitlines() if line.startswith(f"| {what}")]
+        assert limit in row.split("|")[2], row
+    assert f"at most {MAX_PROBLEMS} problems" in limits
 
 
 def test_values_quoted_in_messages_are_cut() -> None:
