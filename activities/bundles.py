@@ -16,7 +16,7 @@ from typing import Any
 
 from fsm.judge import bundle_hash
 from schemas.activity import AgentBundle
-from schemas.definition import AgentDefinition
+from schemas.definition import RECORDED, AgentDefinition
 from schemas.tools import ToolInfo
 
 BUNDLES_KEPT = 256
@@ -62,7 +62,8 @@ class BundleCache:
 
     def add(self, key: str, sent: AgentBundle) -> Bundle:
         """Parse and hold a bundle the workflow sent under the hash it named."""
-        bundle = Bundle(AgentDefinition.model_validate(sent.definition), dict(sent.tools))
+        definition = AgentDefinition.model_validate(sent.definition, context=RECORDED)
+        bundle = Bundle(definition, dict(sent.tools))
         self.put(key, bundle)
         return bundle
 

@@ -1,17 +1,23 @@
 """Static checks of a structurally valid definition: the graph and the key names.
 
-Every check runs and every problem is returned, so a user fixes a file in one pass.
+Every check runs and every problem is returned, so a user fixes a file in one pass
+(up to ``MAX_PROBLEMS`` errors). Each check costs time linear in the definition:
+a hostile one is as cheap to check as it is to read.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Collection, Iterator
+from collections import deque
+from collections.abc import Collection, Iterable, Iterator
+from typing import Any
 
 from fsm import jsonlogic
 from fsm.context import SYSTEM_KEYS
-from fsm.problems import Problem, did_you_mean
+from fsm.problems import Problem, did_you_mean, quote
 from schemas.definition import NAME_PATTERN, AgentDefinition, InvalidGoto, State
+from schemas.limits import MAX_GUARD_DEPTH, MAX_PROBLEMS
 
 _NAME_RE = re.compile(NAME_PATTERN)
 
@@ -50,6 +56,30 @@ def is_self_only(state_id: str, state: State) -> bool:
     )
 
 
+def guard_depth(expr: Any) -> int:
+    """Levels of objects and lists in a guard (``{">=": [{"var": "age"}, 18]}`` is 3).
+
+    Counted without recursing, so any guard can be measured; the recursive
+    functions of ``fsm.jsonlogic`` only ever see guards within ``MAX_GUARD_DEPTH``.
+    """
+    deepest = 0
+    stack = [(expr, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _check_steps(definition: AgentDefinition) -> Iterator[Problem]:
+    if definition.max_steps < 1:
+        yield Problem(
+            f"max_steps must be at least 1, got {definition.max_steps}", anchor=("max_steps",)
+        )
+
+
 def _check_names(definition: AgentDefinition) -> Iterator[Problem]:
     for kind, names in (("context", definition.context), ("states", definition.states)):
         label = "context key" if kind == "context" else "state id"
@@ -83,9 +113,13 @@ def _check_key_list(
 
 
 def _check_guard(
-    definition: AgentDefinition, state_id: str, index: int, when: object
+    definition: AgentDefinition, state_id: str, index: int, when: object, listed: set[str]
 ) -> Iterator[Problem]:
     path = ("states", state_id, "transitions", index, "when")
+    depth = guard_depth(when)
+    if depth > MAX_GUARD_DEPTH:
+        yield Problem(f"nested {depth} levels deep; the limit is {MAX_GUARD_DEPTH}", path)
+        return
     for message in jsonlogic.validate(when):
         yield Problem(message, path)
     for var in jsonlogic.variables(when):
@@ -93,24 +127,27 @@ def _check_guard(
         if head.startswith("_"):
             if head not in SYSTEM_KEYS:
                 yield Problem(
-                    f"{var!r} is not a system key (guards may read {', '.join(SYSTEM_KEYS)})", path
+                    f"{quote(var)} is not a system key (guards may read {', '.join(SYSTEM_KEYS)})",
+                    path,
                 )
             elif head == "_visits" and var.count(".") == 1:
                 visited = var.split(".")[1]
                 if visited not in definition.states:
                     yield Problem(
-                        f"{var!r} names no state{did_you_mean(visited, definition.states)}", path
+                        f"{quote(var)} names no state{did_you_mean(visited, definition.states)}",
+                        path,
                     )
             elif head == "_calls" and var.count(".") == 1:
                 tool = var.split(".")[1]
-                listed = {t for state in definition.states.values() for t in state.tools}
                 if tool not in listed:
                     yield Problem(
-                        f"{var!r} names no tool a state lists{did_you_mean(tool, listed)}", path
+                        f"{quote(var)} names no tool a state lists{did_you_mean(tool, listed)}",
+                        path,
                     )
         elif head not in definition.context:
             yield Problem(
-                f"{head!r} is not a declared context key{did_you_mean(head, definition.context)}",
+                f"{quote(head)} is not a declared context key"
+                + did_you_mean(head, definition.context),
                 path,
             )
 
@@ -121,6 +158,7 @@ def _check_state(
     state: State,
     tools: Collection[str] | None,
     tiers: Collection[str] | None,
+    listed: set[str],
 ) -> Iterator[Problem]:
     where = ("states", state_id)
     if state.terminal and state.transitions:
@@ -146,7 +184,7 @@ def _check_state(
         for problem in _check_key_list(definition, state_id, "requires", transition.requires):
             yield Problem(problem.message, (*where, "transitions", index, "requires"))
         if transition.when is not None:
-            yield from _check_guard(definition, state_id, index, transition.when)
+            yield from _check_guard(definition, state_id, index, transition.when, listed)
     if state.approval is not None:
         for field in ("on_approve", "on_reject", "on_timeout"):
             target = getattr(state.approval, field)
@@ -233,6 +271,8 @@ def _check_tool_options(
 def _check_duplicates(state_id: str, state: State) -> Iterator[Problem]:
     seen: dict[tuple[str, frozenset[str], str], int] = {}
     for index, transition in enumerate(state.transitions):
+        if guard_depth(transition.when) > MAX_GUARD_DEPTH:
+            continue  # refused already; repr recurses
         signature = (transition.target, frozenset(transition.requires), repr(transition.when))
         if signature in seen:
             yield Problem(
@@ -257,6 +297,25 @@ def _reachable(definition: AgentDefinition, start: str) -> set[str]:
     return seen
 
 
+def _reaching(definition: AgentDefinition, ends: Iterable[str]) -> set[str]:
+    """Every state from which one of ``ends`` can be reached (the ends included).
+
+    One search backwards over the edges, each edge followed once.
+    """
+    predecessors: dict[str, list[str]] = {}
+    for state_id, state in definition.states.items():
+        for target in successors(state):
+            predecessors.setdefault(target, []).append(state_id)
+    seen = set(ends)
+    queue = deque(seen)
+    while queue:
+        for source in predecessors.get(queue.popleft(), ()):
+            if source not in seen:
+                seen.add(source)
+                queue.append(source)
+    return seen
+
+
 def _check_graph(definition: AgentDefinition) -> Iterator[Problem]:
     states = definition.states
     if not any(state.terminal for state in states.values()):
@@ -277,15 +336,8 @@ def _check_graph(definition: AgentDefinition) -> Iterator[Problem]:
             )
     # A self-only state is a warning, not a trap: the run ends there by max_steps,
     # which is a defined end. So the backward search starts from those too.
-    endings = {s for s, state in states.items() if state.terminal or is_self_only(s, state)}
-    can_end = set(endings)
-    changed = True
-    while changed:
-        changed = False
-        for state_id, state in states.items():
-            if state_id not in can_end and any(t in can_end for t in successors(state)):
-                can_end.add(state_id)
-                changed = True
+    endings = [s for s, state in states.items() if state.terminal or is_self_only(s, state)]
+    can_end = _reaching(definition, endings)
     for state_id, state in states.items():
         if is_self_only(state_id, state):
             yield Problem(
@@ -316,16 +368,28 @@ def check_definition(
     Returns:
         Every problem found, errors and warnings, in document order.
     """
+    listed = {name for state in definition.states.values() for name in state.tools}
+    found = itertools.chain(
+        _check_steps(definition),
+        _check_names(definition),
+        _check_tool_options(definition, tools),
+        *(
+            _check_state(definition, state_id, state, tools, tiers, listed)
+            for state_id, state in definition.states.items()
+        ),
+        _check_graph(definition),
+    )
     problems: list[Problem] = []
-    if definition.max_steps < 1:
-        problems.append(
-            Problem(
-                f"max_steps must be at least 1, got {definition.max_steps}", anchor=("max_steps",)
-            )
-        )
-    problems.extend(_check_names(definition))
-    problems.extend(_check_tool_options(definition, tools))
-    for state_id, state in definition.states.items():
-        problems.extend(_check_state(definition, state_id, state, tools, tiers))
-    problems.extend(_check_graph(definition))
+    errors = 0
+    for problem in found:
+        if problem.severity == "error":
+            errors += 1
+            if errors > MAX_PROBLEMS:
+                # The rest would be listed after fixes anyway; finding them all
+                # costs time per problem ("did you mean" compares names).
+                problems.append(
+                    Problem(f"checks stopped after {MAX_PROBLEMS} problems; fix these first")
+                )
+                break
+        problems.append(problem)
     return problems

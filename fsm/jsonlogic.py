@@ -4,12 +4,17 @@ Only the operators a guard needs are supported; anything else is refused when th
 definition is checked, never at run time. Evaluation never raises: a comparison
 between values of incompatible types (or with a missing value) is false, so a
 guard over a key the model has not filled in yet simply does not hold.
+
+The functions here recurse once per level of the expression: ``fsm.checks``
+refuses guards deeper than ``MAX_GUARD_DEPTH`` before any of them sees one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+from fsm.problems import quote
 
 OPERATORS = frozenset(
     {"var", "==", "!=", "===", "!==", "<", "<=", ">", ">=", "in", "and", "or", "!", "!!"}
@@ -48,7 +53,7 @@ def validate(expr: Any) -> list[str]:
         if op not in OPERATORS:
             known = ", ".join(sorted(OPERATORS))
             at = f" at {where}" if where else ""
-            problems.append(f"unknown operator {op!r}{at} (known: {known})")
+            problems.append(f"unknown operator {quote(op)}{at} (known: {known})")
             return
         if op == "var":
             if not args or not isinstance(args[0], str) or not args[0]:

@@ -8,13 +8,31 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from schemas.limits import MAX_NAME_LENGTH, MAX_PROBLEMS, MAX_SUGGESTION_CHOICES
+
 Path = tuple[str | int, ...]
+
+_MESSAGE_LENGTH = 1_000
+"""A rendered problem's message is cut here: a last guard for values quoted in it."""
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """A ``"; did you mean 'x'?"`` suffix when a close match exists, else ``""``."""
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    """A ``"; did you mean 'x'?"`` suffix when a close match exists, else ``""``.
+
+    Names longer than a name may be, and lists longer than ``MAX_SUGGESTION_CHOICES``,
+    get no suggestion: comparing costs time per name, and a definition with many
+    problems asks once per problem.
+    """
+    names = list(choices)
+    if len(word) > MAX_NAME_LENGTH or len(names) > MAX_SUGGESTION_CHOICES:
+        return ""
+    match = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
     return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def quote(name: object) -> str:
+    """``repr`` of a name from a document, cut to the longest name a definition may use."""
+    return repr(clip(name, MAX_NAME_LENGTH) if isinstance(name, str) else name)
 
 
 def describe_path(path: Path) -> str:
@@ -25,10 +43,10 @@ def describe_path(path: Path) -> str:
         item = path[i]
         following = path[i + 1] if i + 1 < len(path) else None
         if item == "states" and following is not None:
-            parts.append(f"state {following!r}")
+            parts.append(f"state {quote(following)}")
             i += 2
         elif item == "context" and following is not None and i == 0:
-            parts.append(f"context key {following!r}")
+            parts.append(f"context key {quote(following)}")
             i += 2
         elif item == "transitions" and isinstance(following, int):
             parts.append(f"transition {following + 1}")
@@ -37,7 +55,7 @@ def describe_path(path: Path) -> str:
             parts[-1:] = [f"{parts[-1] if parts else ''}[{item + 1}]"]
             i += 1
         else:
-            parts.append(str(item))
+            parts.append(clip(str(item), MAX_NAME_LENGTH))
             i += 1
     return ": ".join(parts)
 
@@ -69,7 +87,7 @@ class Problem:
         where = describe_path(self.path)
         if where:
             pieces.append(where)
-        pieces.append(self.message)
+        pieces.append(clip(self.message, _MESSAGE_LENGTH))
         text = ": ".join(pieces)
         return f"{text} (line {self.line})" if self.line else text
 
@@ -92,15 +110,21 @@ class DefinitionError(ValueError):
 
     Attributes:
         source: The file (or label) the definition came from.
-        problems: Every error found (warnings are not raised).
+        problems: Every error found (warnings are not raised), at most
+            ``MAX_PROBLEMS`` of them and then one that counts the rest.
     """
 
     def __init__(self, source: str, problems: Sequence[Problem]) -> None:
         """Build the error from its problems (at least one)."""
         self.source = source
-        self.problems = list(problems)
-        count = len(self.problems)
-        header = f"{source}: definition refused, {count} problem{'s' if count != 1 else ''}"
+        self.problems = list(problems[:MAX_PROBLEMS])
+        if len(problems) > MAX_PROBLEMS:
+            rest = len(problems) - MAX_PROBLEMS
+            self.problems.append(
+                Problem(f"{rest:,} more problem{'s' if rest != 1 else ''} not listed")
+            )
+        count = len(problems)
+        header = f"{source}: definition refused, {count:,} problem{'s' if count != 1 else ''}"
         body = "\n".join("  " + problem.render(source) for problem in self.problems)
         super().__init__(f"{header}\n{body}")
 

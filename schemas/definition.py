@@ -10,6 +10,8 @@ together.
 from __future__ import annotations
 
 import re
+import reprlib
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import re2
@@ -17,11 +19,28 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
+
+from schemas.limits import (
+    MAX_APPROVERS,
+    MAX_CONTEXT_KEYS,
+    MAX_DURATION_SECONDS,
+    MAX_ENUM_VALUES,
+    MAX_NAME_LENGTH,
+    MAX_STATES,
+    MAX_TEXT_LENGTH,
+    MAX_TOOLS,
+    MAX_TRANSITIONS,
+    MAX_VALUE_LENGTH,
 )
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
@@ -32,11 +51,68 @@ AGENT_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
 
 RECORDED: dict[str, Any] = {"recorded": True}
 """Validation context of a definition recorded in a run's history: checks added
-after the run resolved it (RE2 patterns) do not keep the run from loading."""
+after the run resolved it (RE2 patterns, the limits of ``schemas.limits``) do not
+keep the run from loading."""
 
 DEFAULT_STRING_BOUND = 200
 """``maxLength`` given to a declared string key that sets none: every string the
 model may write is bounded, or a constrained decoder may never stop."""
+
+_SHORT = reprlib.Repr()
+# A value quoted in a message is cut: a refusal must stay one readable line.
+_SHORT.maxstring = _SHORT.maxother = 60
+
+_JSON_SCHEMA_BOUND = {"characters": "maxLength", "items": "maxItems", "entries": "maxProperties"}
+_SIZED = {"characters": str, "items": list, "entries": dict}
+
+
+def _recorded(info: ValidationInfo) -> bool:
+    return bool((info.context or {}).get("recorded"))
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """A size limit that a recorded definition is exempt from.
+
+    ``Annotated[str, _Bound(100, "characters")]``; editors see it as ``maxLength``,
+    ``maxItems`` or ``maxProperties`` in the JSON Schema. pydantic's own
+    ``max_length`` cannot be lifted for recorded definitions, and a running run
+    must never fail to load because a limit was lowered.
+    """
+
+    limit: int
+    unit: Literal["characters", "items", "entries"]
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        sized = _SIZED[self.unit]
+
+        def check(value: Any, info: ValidationInfo) -> Any:
+            if isinstance(value, sized) and len(value) > self.limit and not _recorded(info):
+                raise ValueError(f"{len(value):,} {self.unit}; the limit is {self.limit:,}")
+            return value
+
+        return core_schema.with_info_after_validator_function(check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema[_JSON_SCHEMA_BOUND[self.unit]] = self.limit
+        return json_schema
+
+
+Text = Annotated[str, _Bound(MAX_TEXT_LENGTH, "characters")]
+"""Prose the model reads."""
+Name = Annotated[str, _Bound(MAX_NAME_LENGTH, "characters")]
+"""A state id, context key, tool, target or duration."""
+Names = Annotated[list[Name], _Bound(MAX_CONTEXT_KEYS, "items")]
+"""A list of context keys (collects, sees, requires, writes)."""
+EnumValues = Annotated[
+    list[Annotated[Any, _Bound(MAX_VALUE_LENGTH, "characters")]], _Bound(MAX_ENUM_VALUES, "items")
+]
+
 
 _RE2_OPTIONS = re2.Options()
 # A refused pattern is reported to the user; RE2 writing it to stderr too is noise.
@@ -70,6 +146,17 @@ def parse_duration(text: str) -> int:
     if total <= 0:
         raise ValueError(f"invalid duration {text!r}: must be longer than zero")
     return total
+
+
+def _bounded_duration(value: str | None, info: ValidationInfo) -> str | None:
+    """Check a duration field (exempt from the bound when recorded)."""
+    if value is not None:
+        seconds = parse_duration(value)
+        if seconds > MAX_DURATION_SECONDS and not _recorded(info):
+            raise ValueError(
+                f"duration {value!r} is longer than the limit of {MAX_DURATION_SECONDS // 86400}d"
+            )
+    return value
 
 
 def compile_pattern(pattern: str) -> Any:
@@ -117,7 +204,7 @@ class ArrayItems(_UserModel):
     """The element type of an ``array`` context key."""
 
     type: ItemType
-    enum: list[Any] | None = None
+    enum: EnumValues | None = None
     maxLength: int | None = Field(default=None, ge=1)  # noqa: N815 - JSON Schema name
 
 
@@ -130,12 +217,12 @@ class ContextKey(_UserModel):
     """
 
     type: ValueType
-    description: str = ""
-    enum: list[Any] | None = None
-    pattern: str | None = None
+    description: Text = ""
+    enum: EnumValues | None = None
+    pattern: Annotated[str, _Bound(MAX_VALUE_LENGTH, "characters")] | None = None
     maxLength: int | None = Field(default=None, ge=1)  # noqa: N815
-    minimum: float | None = None
-    maximum: float | None = None
+    minimum: float | None = Field(default=None, allow_inf_nan=False)
+    maximum: float | None = Field(default=None, allow_inf_nan=False)
     format: Literal["email", "date", "date-time", "uri"] | None = None
     items: ArrayItems | None = None
     maxItems: int | None = Field(default=None, ge=1)  # noqa: N815
@@ -175,10 +262,10 @@ class Transition(_UserModel):
     if the model takes it anyway.
     """
 
-    target: str
-    description: str = ""
+    target: Name
+    description: Text = ""
     priority: int = 100
-    requires: list[str] = Field(default_factory=list)
+    requires: Names = Field(default_factory=list)
     when: Any = None
     """A JSON Logic expression, e.g. ``{"<": [{"var": "revisions"}, 3]}``."""
 
@@ -186,19 +273,20 @@ class Transition(_UserModel):
 class Approval(_UserModel):
     """An approval gate: entering the state waits for a human decision."""
 
-    on_approve: str
-    on_reject: str
-    approvers: list[str] = Field(default_factory=list)
+    on_approve: Name
+    on_reject: Name
+    approvers: Annotated[
+        list[Annotated[str, _Bound(MAX_VALUE_LENGTH, "characters")]],
+        _Bound(MAX_APPROVERS, "items"),
+    ] = Field(default_factory=list)
     """Who may decide; empty means anyone who can signal the run."""
-    timeout: str | None = None
-    on_timeout: str | None = None
+    timeout: Name | None = None
+    on_timeout: Name | None = None
 
     @field_validator("timeout")
     @classmethod
-    def _timeout_parses(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
-        return value
+    def _timeout_parses(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _bounded_duration(value, info)
 
     @model_validator(mode="after")
     def _timeout_has_target(self) -> Approval:
@@ -217,28 +305,26 @@ class Approval(_UserModel):
 class ToolOptions(_UserModel):
     """How one tool's calls run in this agent (overrides its registration)."""
 
-    timeout: str | None = None
+    timeout: Name | None = None
     """Upper bound of one attempt, e.g. ``30s``, ``5m``."""
     max_attempts: int | None = Field(default=None, ge=1, le=100)
     """Attempts before the call fails the turn (1: never retried)."""
-    heartbeat: str | None = None
+    heartbeat: Name | None = None
     """How soon a dead worker is noticed during a long call."""
-    writes: list[str] = Field(default_factory=list)
+    writes: Names = Field(default_factory=list)
     """Context keys set from the result's fields of the same name (a successful
     call returning an object): tool results that guards read, not the model's copy."""
 
     @field_validator("timeout", "heartbeat")
     @classmethod
-    def _duration_parses(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
-        return value
+    def _duration_parses(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _bounded_duration(value, info)
 
 
 class InvalidGoto(_UserModel):
     """``on_invalid: {goto: STATE}``: where the FSM sends a run the model cannot move."""
 
-    goto: str
+    goto: Name
 
 
 OnInvalid = Literal["wait", "fail"] | InvalidGoto
@@ -247,25 +333,27 @@ OnInvalid = Literal["wait", "fail"] | InvalidGoto
 class State(_UserModel):
     """One state of the machine: what the model is told here and where it may go."""
 
-    description: str = ""
-    purpose: str = ""
-    instructions: str = ""
-    collects: list[str] = Field(default_factory=list)
-    sees: list[str] | None = None
+    description: Text = ""
+    purpose: Text = ""
+    instructions: Text = ""
+    collects: Names = Field(default_factory=list)
+    sees: Names | None = None
     """Extra keys shown to (and writable by) the model; default: keys its guards read."""
     history_window: int = Field(default=4, ge=0)
-    model: str = Field(default="default", pattern=NAME_PATTERN)
-    tools: list[str] = Field(default_factory=list)
+    model: Name = Field(default="default", pattern=NAME_PATTERN)
+    tools: Annotated[list[Name], _Bound(MAX_TOOLS, "items")] = Field(default_factory=list)
     """Tools the model may call here (autonomous runs): an allowlist."""
     max_tool_calls: int | None = Field(default=None, ge=1)
     """Tool calls allowed per visit; after that only transitions are offered."""
-    transitions: list[Transition] = Field(default_factory=list)
+    transitions: Annotated[list[Transition], _Bound(MAX_TRANSITIONS, "items")] = Field(
+        default_factory=list
+    )
     terminal: bool = False
     allow_stay: bool = True
     """Whether staying in the state is a move. Autonomous states that should not
     idle set it to false: the model must then pick a transition."""
     approval: Approval | None = None
-    fallback_message: str = ""
+    fallback_message: Text = ""
     """Reply used when the model fails to produce a valid turn after its re-asks."""
     on_invalid: OnInvalid = "wait"
     """What follows when the model gives no valid turn after its re-asks: ``wait``
@@ -288,24 +376,34 @@ class State(_UserModel):
         try:
             return handler(value)
         except ValidationError:
-            raise ValueError(f"must be 'wait', 'fail' or {{goto: STATE}} (got {value!r})") from None
+            raise ValueError(
+                f"must be 'wait', 'fail' or {{goto: STATE}} (got {_SHORT.repr(value)})"
+            ) from None
 
 
 class AgentDefinition(_UserModel):
     """An agent: its persona, declared context keys and state machine."""
 
-    name: str = Field(pattern=AGENT_NAME_PATTERN)
-    version: Annotated[str, WithJsonSchema({"type": ["string", "integer"]})] = "1"
-    description: str = ""
-    persona: str = ""
+    name: Name = Field(pattern=AGENT_NAME_PATTERN)
+    version: Annotated[
+        str,
+        WithJsonSchema({"type": ["string", "integer"]}),
+        _Bound(MAX_NAME_LENGTH, "characters"),
+    ] = "1"
+    description: Text = ""
+    persona: Text = ""
     mode: Literal["conversation", "autonomous"] = "conversation"
-    initial_state: str
+    initial_state: Name
     max_steps: int = 50
     """Hard bound on accepted turns per run (staying in a state and tool calls count)."""
-    context: dict[str, ContextKey] = Field(default_factory=dict)
-    tools: dict[str, ToolOptions] = Field(default_factory=dict)
+    context: Annotated[dict[Name, ContextKey], _Bound(MAX_CONTEXT_KEYS, "entries")] = Field(
+        default_factory=dict
+    )
+    tools: Annotated[dict[Name, ToolOptions], _Bound(MAX_TOOLS, "entries")] = Field(
+        default_factory=dict
+    )
     """Per-tool execution options (timeout, attempts, heartbeat) for this agent."""
-    states: dict[str, State]
+    states: Annotated[dict[Name, State], _Bound(MAX_STATES, "entries")]
 
     @field_validator("version", mode="before")
     @classmethod

@@ -274,7 +274,10 @@ class AgentWorkflow:
                 raise
             message = f"definition refused: {_failure(exc)[1]}"
             raise self._refusal(message, "DefinitionRefused", request.agent) from None
-        definition = AgentDefinition.model_validate(resolved.definition.definition)
+        # Checked by the activity; on replay, by the code of its day (see RECORDED).
+        definition = AgentDefinition.model_validate(
+            resolved.definition.definition, context=RECORDED
+        )
         try:
             run = start_run(definition, request.context)
         except ContextError as exc:
