@@ -95,7 +95,12 @@ def recorded(data: dict[str, Any]) -> Any:
 
     The limits would refuse it before the checks; this measures the checks themselves.
     """
-    from schemas.definition import RECORDED, AgentDefinition
+    from schemas.definition import AgentDefinition
+
+    try:
+        from schemas.definition import RECORDED
+    except ImportError:  # code from before definition limits: nothing to skip
+        RECORDED = {}  # noqa: N806
 
     return AgentDefinition.model_validate(data, context=RECORDED)
 
