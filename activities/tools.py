@@ -32,7 +32,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.artifacts import run_scope
 from activities.heartbeat import HEARTBEAT_SECONDS, heartbeating
-from fsm.problems import clip
+from fsm.problems import clip, validation_problem
 from fsm.tools import (
     Artifact,
     ArtifactStore,
@@ -186,10 +186,8 @@ class ToolActivities:
         try:
             parsed = spec.arguments_model.model_validate(request.arguments)
         except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"]) or "arguments"
             raise ApplicationError(
-                f"bad arguments for tool {spec.name!r}: {where}: {first['msg']}",
+                f"bad arguments for tool {spec.name!r}: {validation_problem(exc, 'arguments')}",
                 type="ToolArgumentsInvalid",
                 non_retryable=True,
             ) from None

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from fsm import jsonlogic
 from fsm.checks import guard_keys
 from fsm.context import check_initial_context, guard_data, is_present, value_problem
+from fsm.problems import validation_problem
 from fsm.validation import first_error
 from schemas.definition import AgentDefinition, InvalidGoto, State, Transition
 from schemas.run import RunState, TraceEntry, TraceKind
@@ -646,6 +647,6 @@ def parse_turn(
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "reply"
-        raise TurnParseError(f"the reply is not a valid turn: {where}: {first['msg']}") from None
+        raise TurnParseError(
+            f"the reply is not a valid turn: {validation_problem(exc, 'reply')}"
+        ) from None

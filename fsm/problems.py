@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from pydantic import ValidationError
+
 from schemas.limits import MAX_NAME_LENGTH, MAX_PROBLEMS, MAX_SUGGESTION_CHOICES
 
 Path = tuple[str | int, ...]
@@ -132,3 +134,10 @@ class DefinitionError(ValueError):
 def clip(text: str, limit: int) -> str:
     """``text`` cut to at most ``limit`` characters, an ellipsis marking the cut."""
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def validation_problem(error: ValidationError, whole: str) -> str:
+    """The first problem of a pydantic error as ``where: what`` (``whole`` when at the top)."""
+    first = error.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or whole
+    return f"{where}: {first['msg']}"

@@ -28,6 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.definitions import load_agents
 from activities.llm import redact_url
+from fsm.problems import validation_problem
 from schemas.run import TraceEntry
 from schemas.snapshot import FSM_STATUSES
 from schemas.workflow import (
@@ -83,9 +84,7 @@ def parse_input(text: str | None, agent: str) -> AgentRunInput:
     try:
         return AgentRunInput.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "input"
-        raise CommandError(f"invalid --input: {where}: {first['msg']}") from None
+        raise CommandError(f"invalid --input: {validation_problem(exc, 'input')}") from None
 
 
 def _handle(client: Client, workflow_id: str) -> WorkflowHandle[Any, AgentResult]:

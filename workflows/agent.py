@@ -67,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
         unanswered,
         use_fallback,
     )
+    from fsm.problems import validation_problem
     from fsm.prompt import dialogue_window
     from fsm.turn_schema import no_turn_reason
     from schemas.activity import (
@@ -177,9 +178,7 @@ class AgentWorkflow:
         try:
             self._request = AgentWorkflowInput.model_validate(raw)
         except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"]) or "input"
-            self._refused = f"invalid start input: {where}: {first['msg']}"
+            self._refused = f"invalid start input: {validation_problem(exc, 'input')}"
             return
         info = workflow.info()
         handed = self._request.snapshot
@@ -782,9 +781,7 @@ class AgentWorkflow:
         try:
             decision = DecisionInput.model_validate({} if raw is None else raw)
         except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"]) or "input"
-            reason = f"{kind} signal refused: {where}: {first['msg']}"
+            reason = f"{kind} signal refused: {validation_problem(exc, 'input')}"
             self._set_run(record_rejection(run, reason, kind=kind))
             return
         by = decision.by or None
