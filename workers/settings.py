@@ -92,9 +92,18 @@ class Settings(BaseSettings):
 
     tool_modules_spec: str = Field("", alias="FSMFLOW_TOOL_MODULES")
     """Comma-separated tool modules: dotted module names or ``.py`` file paths."""
+    store_url: SecretStr | None = Field(None, alias="FSMFLOW_STORE_URL")
+    """``postgresql://...``: the effect ledger and artifacts in PostgreSQL, shared by
+    every worker (docs/deploy.md). Unset: SQLite and files on this machine."""
+    store_pool_max: int = Field(10, alias="FSMFLOW_STORE_POOL_MAX", ge=1, le=1000)
+    """Connections a worker keeps to the store at most."""
     tool_ledger: Path = Field(Path(".fsmflow/ledger.sqlite3"), alias="FSMFLOW_TOOL_LEDGER")
     """The SQLite effect ledger (idempotency keys of tool side effects)."""
     artifacts_dir: Path = Field(Path(".fsmflow/artifacts"), alias="FSMFLOW_ARTIFACTS_DIR")
+    artifact_max_bytes: int = Field(
+        64 * 1024 * 1024, alias="FSMFLOW_ARTIFACT_MAX_BYTES", ge=1024, le=1024**3
+    )
+    """The largest artifact a store takes (a tool saving more gets an error)."""
     artifact_threshold: int = Field(2000, alias="FSMFLOW_ARTIFACT_THRESHOLD", ge=100)
     """Tool results longer than this (characters) are stored as artifacts."""
     artifact_summary_chars: int = Field(300, alias="FSMFLOW_ARTIFACT_SUMMARY", ge=20)
