@@ -18,13 +18,15 @@ that must never repeat, pass ``ToolContext.idempotency_key`` to the external
 system too (an ``Idempotency-Key`` header, a unique id column), or commit the
 effect in the same transaction as the record.
 
-The SQLite file is local to one machine: workers on several machines need a
-shared file system or another ``EffectLedger`` (a table in the database the
-effects go to is the best place).
+``SqliteLedger`` keeps the records in one file on this machine: the embedded
+default of one worker. Workers on several machines share ``PostgresLedger``
+(``activities.postgres``, selected by ``FSMFLOW_STORE_URL``). Both run the same
+``once`` (``LedgerBase``); they differ only in where a record lives.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import inspect
@@ -51,12 +53,17 @@ CREATE TABLE IF NOT EXISTS effects (
     result TEXT,
     attempts INTEGER NOT NULL DEFAULT 1,
     started_at REAL NOT NULL,
-    finished_at REAL
+    finished_at REAL,
+    scope TEXT NOT NULL DEFAULT ''
 )
 """
 
-_ADD_CALL = "ALTER TABLE effects ADD COLUMN call TEXT NOT NULL DEFAULT ''"
-"""Ledgers from before call identities: their records keep an empty (unchecked) call."""
+_ADDED_COLUMNS = {
+    # Ledgers from before call identities: their records keep an empty (unchecked) call.
+    "call": "ALTER TABLE effects ADD COLUMN call TEXT NOT NULL DEFAULT ''",
+    # Ledgers from before retention: their records have no run scope (never cleaned up).
+    "scope": "ALTER TABLE effects ADD COLUMN scope TEXT NOT NULL DEFAULT ''",
+}
 
 _COLUMNS = "key, tool, call, status, result, attempts"
 
@@ -72,6 +79,12 @@ class LedgerEntry:
     status: str
     result: Any
     attempts: int
+
+    @classmethod
+    def of(cls, row: tuple[Any, ...]) -> LedgerEntry:
+        """A record from a row of (key, tool, call, status, result JSON, attempts)."""
+        key, tool, call, status, result, attempts = row
+        return cls(key, tool, call, status, json.loads(result) if result else None, attempts)
 
 
 def _conflicts(entry: LedgerEntry, tool: str, call: str) -> bool:
@@ -89,77 +102,27 @@ async def _call(function: Callable[[], Any]) -> Any:
     return result
 
 
-class SqliteLedger:
-    """``EffectLedger`` on one SQLite file (WAL, one short transaction per change)."""
+class LedgerBase(abc.ABC):
+    """``once``, the same on every backend; a backend stores and reads the records."""
 
-    def __init__(self, path: Path) -> None:
-        """Open (and create) the ledger at ``path``; its directory is created too."""
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._query("PRAGMA journal_mode=WAL")
-        self._query(_SCHEMA)
-        self._migrate()
-
-    def _migrate(self) -> None:
-        if self._has_call_column():
-            return
-        try:
-            self._query(_ADD_CALL)
-        except sqlite3.OperationalError:
-            # Another process opening the same old file may have added it first.
-            if not self._has_call_column():
-                raise
-
-    def _has_call_column(self) -> bool:
-        return any(row[1] == "call" for row in self._query("PRAGMA table_info(effects)"))
-
-    def _query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        # A connection per statement: activities run on several threads and worker
-        # processes may share the file; SQLite serialises the writers. Autocommit.
-        with contextlib.closing(
-            sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        ) as db:
-            db.execute("PRAGMA busy_timeout=30000")
-            return db.execute(sql, parameters).fetchall()
-
-    @staticmethod
-    def _entry(row: tuple[Any, ...]) -> LedgerEntry:
-        key, tool, call, status, result, attempts = row
-        return LedgerEntry(
-            key, tool, call, status, json.loads(result) if result else None, attempts
-        )
-
-    def _get(self, key: str) -> LedgerEntry | None:
-        rows = self._query(f"SELECT {_COLUMNS} FROM effects WHERE key = ?", (key,))
-        return self._entry(rows[0]) if rows else None
-
-    def _start(self, key: str, tool: str, call: str) -> None:
-        # A retry of a record that predates call identities stamps it with this call's.
-        self._query(
-            "INSERT INTO effects (key, tool, call, status, started_at) "
-            "VALUES (?, ?, ?, 'started', ?) "
-            "ON CONFLICT(key) DO UPDATE SET attempts = attempts + 1, "
-            "call = CASE WHEN call = '' THEN excluded.call ELSE call END",
-            (key, tool, call, time.time()),
-        )
-
-    def _finish(self, key: str, result_json: str) -> None:
-        self._query(
-            "UPDATE effects SET status = 'done', result = ?, finished_at = ? WHERE key = ?",
-            (result_json, time.time(), key),
-        )
-
-    def _entries(self) -> list[LedgerEntry]:
-        rows = self._query(f"SELECT {_COLUMNS} FROM effects ORDER BY started_at")
-        return [self._entry(row) for row in rows]
-
+    @abc.abstractmethod
     async def get(self, key: str) -> LedgerEntry | None:
         """The record of ``key``, if any."""
-        return await asyncio.to_thread(self._get, key)
 
+    @abc.abstractmethod
     async def entries(self) -> list[LedgerEntry]:
         """Every record, oldest first (for inspection and tests)."""
-        return await asyncio.to_thread(self._entries)
+
+    @abc.abstractmethod
+    async def _start(self, key: str, tool: str, call: str, scope: str) -> None:
+        """Record that an attempt starts the effect (insert, or count one more attempt).
+
+        A retry of a record that predates call identities stamps it with ``call``.
+        """
+
+    @abc.abstractmethod
+    async def _finish(self, key: str, result_json: str) -> None:
+        """Record the effect as done with its result."""
 
     async def once(
         self,
@@ -169,6 +132,7 @@ class SqliteLedger:
         tool: str,
         call: str = "",
         reconcile: Callable[[], Any] | None = None,
+        scope: str = "",
     ) -> Any:
         """Run ``effect`` unless ``key`` is recorded as done; return its result.
 
@@ -183,6 +147,8 @@ class SqliteLedger:
             call: The call's identity (``fsm.tools.call_identity``), for the record.
             reconcile: Asked when an earlier attempt started the effect but did
                 not record it: returns the result if the effect happened, else None.
+            scope: The run's store scope (``activities.artifacts.run_scope``): the
+                record is removed with the run's artifacts by ``fsmflow store cleanup``.
 
         Returns:
             The effect's result: this attempt's, or the recorded one.
@@ -217,11 +183,87 @@ class SqliteLedger:
                 found = await _call(reconcile)
                 if found is not None:
                     log.info("effect_reconciled", key=key, tool=tool)
-                    await asyncio.to_thread(self._finish, key, json.dumps(found))
+                    await self._finish(key, json.dumps(found))
                     return found
             else:
                 log.warning("effect_may_repeat", key=key, tool=tool, attempts=entry.attempts)
-        await asyncio.to_thread(self._start, key, tool, call)
+        await self._start(key, tool, call, scope)
         result = await _call(effect)
-        await asyncio.to_thread(self._finish, key, json.dumps(result))
+        await self._finish(key, json.dumps(result))
         return result
+
+
+class SqliteLedger(LedgerBase):
+    """``EffectLedger`` on one SQLite file (WAL, one short transaction per change)."""
+
+    def __init__(self, path: Path) -> None:
+        """Open (and create) the ledger at ``path``; its directory is created too."""
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._query("PRAGMA journal_mode=WAL")
+        self._query(_SCHEMA)
+        for column, statement in _ADDED_COLUMNS.items():
+            self._add_column(column, statement)
+
+    def _add_column(self, column: str, statement: str) -> None:
+        if self._has_column(column):
+            return
+        try:
+            self._query(statement)
+        except sqlite3.OperationalError:
+            # Another process opening the same old file may have added it first.
+            if not self._has_column(column):
+                raise
+
+    def _has_column(self, column: str) -> bool:
+        return any(row[1] == column for row in self._query("PRAGMA table_info(effects)"))
+
+    def _query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        # A connection per statement: activities run on several threads and worker
+        # processes may share the file; SQLite serialises the writers. Autocommit.
+        with contextlib.closing(
+            sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        ) as db:
+            db.execute("PRAGMA busy_timeout=30000")
+            return db.execute(sql, parameters).fetchall()
+
+    async def _run(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return await asyncio.to_thread(self._query, sql, parameters)
+
+    async def get(self, key: str) -> LedgerEntry | None:
+        """The record of ``key``, if any."""
+        rows = await self._run(f"SELECT {_COLUMNS} FROM effects WHERE key = ?", (key,))
+        return LedgerEntry.of(rows[0]) if rows else None
+
+    async def entries(self) -> list[LedgerEntry]:
+        """Every record, oldest first (for inspection and tests)."""
+        rows = await self._run(f"SELECT {_COLUMNS} FROM effects ORDER BY started_at")
+        return [LedgerEntry.of(row) for row in rows]
+
+    async def _start(self, key: str, tool: str, call: str, scope: str) -> None:
+        await self._run(
+            "INSERT INTO effects (key, tool, call, status, started_at, scope) "
+            "VALUES (?, ?, ?, 'started', ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET attempts = attempts + 1, "
+            "call = CASE WHEN call = '' THEN excluded.call ELSE call END",
+            (key, tool, call, time.time(), scope),
+        )
+
+    async def _finish(self, key: str, result_json: str) -> None:
+        await self._run(
+            "UPDATE effects SET status = 'done', result = ?, finished_at = ? WHERE key = ?",
+            (result_json, time.time(), key),
+        )
+
+    async def scopes(self) -> dict[str, float]:
+        """Each run scope with records, and the time (epoch seconds) of its newest write."""
+        rows = await self._run(
+            "SELECT scope, MAX(COALESCE(finished_at, started_at)) FROM effects "
+            "WHERE scope != '' GROUP BY scope"
+        )
+        return {scope: float(last) for scope, last in rows}
+
+    async def delete_scope(self, scope: str) -> int:
+        """Remove the records of one run scope; returns how many there were."""
+        rows = await self._run("DELETE FROM effects WHERE scope = ? RETURNING key", (scope,))
+        return len(rows)

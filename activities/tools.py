@@ -36,6 +36,7 @@ from fsm.problems import clip, validation_problem
 from fsm.tools import (
     Artifact,
     ArtifactStore,
+    ArtifactTooLarge,
     EffectLedger,
     LedgerConflict,
     ToolContext,
@@ -309,7 +310,8 @@ class ToolActivities:
             raise ApplicationError(
                 str(exc), type="IdempotencyConflict", non_retryable=True
             ) from None
-        except (ToolError, *spec.model_errors) as exc:
+        except (ToolError, ArtifactTooLarge, *spec.model_errors) as exc:
+            # ArtifactTooLarge: the same call would save the same bytes; the model reads why.
             message = clip(f"error: {exc}", ERROR_CHARS)
             bound.info("tool_error", error=message)
             return False, message, len(message), {}
@@ -321,5 +323,10 @@ class ToolActivities:
                 f"tool {spec.name!r} raised {type(exc).__name__}: {clip(str(exc), ERROR_CHARS)}",
                 type="ToolFailed",
             ) from None
-        text, size, values = await self._present(spec, result, context, writes)
+        try:
+            text, size, values = await self._present(spec, result, context, writes)
+        except ArtifactTooLarge as exc:
+            message = clip(f"error: the result could not be kept: {exc}", ERROR_CHARS)
+            bound.warning("tool_result_too_large", error=message)
+            return False, message, len(message), {}
         return True, text, size, values

@@ -141,8 +141,16 @@ class LedgerConflict(Exception):
     """
 
 
+class ArtifactTooLarge(ValueError):
+    """An artifact over the store's limit (``FSMFLOW_ARTIFACT_MAX_BYTES``); nothing is stored.
+
+    A retry would produce the same bytes, so the call's result tells the model
+    instead (an error result, like a ``ToolError``).
+    """
+
+
 class EffectLedger(Protocol):
-    """A durable record of side effects by idempotency key (SQLite by default)."""
+    """A durable record of side effects by idempotency key (SQLite, or shared in PostgreSQL)."""
 
     async def once(
         self,
@@ -152,17 +160,19 @@ class EffectLedger(Protocol):
         tool: str,
         call: str = "",
         reconcile: Callable[[], Any] | None = None,
+        scope: str = "",
     ) -> Any:
         """Run ``effect`` unless ``key`` is recorded as done; return its result.
 
         ``call`` is the call's identity (``call_identity``); a record of ``key``
-        for another tool or another non-empty call raises ``LedgerConflict``. See
-        ``activities.ledger.SqliteLedger.once`` for the contract.
+        for another tool or another non-empty call raises ``LedgerConflict``.
+        ``scope`` is the run's store scope, by which ended runs are cleaned up. See
+        ``activities.ledger.LedgerBase.once`` for the contract.
         """
 
 
 class ArtifactStore(Protocol):
-    """Bytes by (run scope, run-relative path): a directory by default, S3-like elsewhere."""
+    """Bytes by (run scope, run-relative path): a directory by default, PostgreSQL shared."""
 
     async def put(self, scope: str, path: str, data: bytes) -> None:
         """Store (or overwrite) one artifact."""
@@ -254,6 +264,7 @@ class ToolContext:
                 tool=tool or "tool",
                 call=self.call_hash,
                 reconcile=reconcile,
+                scope=self.scope,
             )
         )
 

@@ -20,6 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from tests.llm_server import ScriptedLlm
+from tests.postgres import PostgresServer
 from workers.binaries import temporal_cli, temporal_test_server
 from workers.client import register_search_attributes
 from workers.settings import Settings
@@ -68,6 +69,24 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="session")
 async def client(temporal_env: WorkflowEnvironment) -> Client:
     return temporal_env.client
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (a throwaway cluster)."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def store_url(postgres: PostgresServer) -> str:
+    """The URL of a fresh database of this test's own, migrated (``fsmflow store migrate``)."""
+    url = postgres.create_database(f"t{uuid.uuid4().hex[:12]}")
+    postgres.migrate(url)
+    return url
 
 
 @pytest.fixture(scope="session")

@@ -104,7 +104,8 @@ async def test_a_slow_or_silent_client(
     ("request_bytes", "status", "body"),
     [
         (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"200 OK", b"ok\n"),
-        (b"GET /readyz?probe=1 HTTP/1.0\n\n", b"200 OK", b"ready\n"),  # bare LF, a query
+        # bare LF, a query
+        (b"GET /readyz?probe=1 HTTP/1.0\n\n", b"200 OK", b'{\n  "status": "ready"\n}\n'),
         (b"GET http://x/healthz HTTP/1.1\r\n\r\n", b"200 OK", b"ok\n"),  # absolute form
         (b"HEAD /healthz HTTP/1.1\r\n\r\n", b"200 OK", b""),
         (b"GET /metrics HTTP/1.1\r\n\r\n", b"404 Not Found", b"metrics disabled\n"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -137,6 +138,11 @@ async def test_probes_metrics_and_sigterm_drain(
             assert time.monotonic() < deadline and process.poll() is None, "never ready"
             await asyncio.sleep(0.2)
         assert get(f"{base}/healthz") == (200, "ok\n")
+        ready = json.loads(get(f"{base}/readyz")[1])
+        assert ready["status"] == "ready" and ready["task_queue"] == queue
+        # Says plainly which stores are in use and what that means for replicas.
+        assert ready["stores"]["backend"] == "sqlite" and ready["stores"]["shared"] is False
+        assert "FSMFLOW_STORE_URL" in ready["stores"]["meaning"]
         llm.script(model_name, say("ask_email", "Hi Ada", name="Ada"))
         handle = await client.start_workflow(
             "AgentWorkflow",

@@ -208,6 +208,66 @@ def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return commands.run_command(demo.run_demo(settings, out=out), err, prefix="fsmflow demo")
 
 
+async def _store(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
+    from workers.client import connect
+    from workers.stores import cleanup, parse_age, stores_of
+
+    if args.action == "cleanup":
+        try:
+            age = parse_age(args.ended_before)
+        except ValueError as exc:
+            print(f"fsmflow store cleanup: --ended-before: {exc}", file=err)
+            return 2
+        client = await connect(settings)
+        async with stores_of(settings) as stores:
+            print(f"store: {stores.backend} at {stores.location}", file=out)
+            report = await cleanup(stores, client, ended_before=age, dry_run=args.dry_run)
+        verb = "would delete" if args.dry_run else "deleted"
+        for scope, (artifacts, records) in report.deleted.items():
+            counts = "" if args.dry_run else f" ({artifacts} artifacts, {records} ledger records)"
+            print(printable(f"{verb} {scope}{counts}"), file=out)
+        for scope, why in report.kept.items():
+            print(printable(f"kept {scope}: {why}"), file=out)
+        print(f"{len(report.deleted)} run scopes {verb}, {len(report.kept)} kept", file=out)
+        return 0
+
+    from activities.postgres import StoreSchemaError, migrate, schema_status
+
+    async with stores_of(settings, check_schema=False) as stores:
+        print(f"store: {stores.backend} at {stores.location}", file=out)
+        if stores.pool is None:
+            print("schema: made and upgraded by the worker itself; nothing to migrate", file=out)
+            return 0
+        try:
+            if args.action == "migrate":
+                applied = await migrate(stores.pool)
+                names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
+                print(f"applied: {names or 'nothing (up to date)'}", file=out)
+            status = await schema_status(stores.pool)
+            print(status.describe(), file=out)
+            status.check()
+        except StoreSchemaError as exc:
+            print(f"fsmflow store {args.action}: {exc}", file=err)
+            return 1
+    return 0
+
+
+def cmd_store(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Migrate, inspect or clean up the effect ledger and artifact store."""
+    import asyncio
+
+    from workers.stores import StoreError
+
+    settings = _settings(err)
+    if settings is None:
+        return 2
+    try:
+        return asyncio.run(_store(args, settings, out, err))
+    except (StoreError, RuntimeError) as exc:
+        print(f"fsmflow store {args.action}: {exc}", file=err)
+        return 1
+
+
 def cmd_codec_server(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Serve Temporal's codec protocol with the payload keys, until interrupted."""
     from workers.codec import EncryptionCodec
@@ -399,6 +459,28 @@ def build_parser() -> argparse.ArgumentParser:
         "drive a short conversation with the form agent, printing every turn.",
     )
     demo.set_defaults(handler=cmd_demo)
+
+    store = commands.add_parser(
+        "store",
+        help="migrate, inspect or clean up the effect ledger and artifact store",
+        description="The stores the tools share: PostgreSQL when FSMFLOW_STORE_URL is set "
+        "(shared by every worker), else SQLite and files on this machine. migrate: apply "
+        "the schema's pending migrations (safe to run from several pods at once). status: "
+        "the schema's version (exit 1 if a migration is pending). cleanup: remove the "
+        "artifacts and ledger records of runs that ended before --ended-before (asks "
+        "Temporal which runs have ended; a running workflow's are kept).",
+    )
+    store.add_argument("action", choices=["migrate", "status", "cleanup"])
+    store.add_argument(
+        "--ended-before",
+        default="7d",
+        metavar="AGE",
+        help="cleanup: runs that ended at least this long ago (default 7d; e.g. 12h, 30d)",
+    )
+    store.add_argument(
+        "--dry-run", action="store_true", help="cleanup: list what would go, remove nothing"
+    )
+    store.set_defaults(handler=cmd_store)
 
     codec = commands.add_parser(
         "codec-server",

@@ -2,7 +2,8 @@
 
 ``/healthz`` answers while the process runs; ``/readyz`` only while the worker is
 connected to Temporal and polling (not while starting or draining), so a
-Kubernetes readiness probe takes a draining pod out of rotation. ``/metrics``
+Kubernetes readiness probe takes a draining pod out of rotation; its JSON body
+says which stores the worker uses and what that means for several replicas. ``/metrics``
 serves the Temporal runtime's Prometheus text: the SDK's own metrics and
 fsmflow's (turns, re-asks, rejections by reason, tokens by state and model),
 which the workflow and activities record through Temporal's metric meter.
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
@@ -27,13 +30,16 @@ MAX_HEAD = 32768
 LINGER_BYTES = 1 << 20
 """How much of what a client still sends is read (and dropped) after its answer."""
 _TEXT = "text/plain; charset=utf-8"
+_JSON = "application/json"
 
 
 @dataclass
 class Readiness:
-    """Whether the worker is polling; set by the worker's lifecycle."""
+    """Whether the worker is polling (set by the worker's lifecycle), and what it uses."""
 
     ready: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+    """Shown by ``/readyz`` (the task queue, the stores and what they mean); no secrets."""
 
 
 class _Refused(Exception):
@@ -214,9 +220,10 @@ class HealthServer:
         if path == "/healthz":
             return "200 OK", b"ok\n", text
         if path == "/readyz":
-            if self._readiness.ready:
-                return "200 OK", b"ready\n", text
-            return "503 Service Unavailable", b"not polling\n", text
+            ready = self._readiness.ready
+            body = {"status": "ready" if ready else "not polling", **self._readiness.details}
+            status = "200 OK" if ready else "503 Service Unavailable"
+            return status, json.dumps(body, indent=2).encode() + b"\n", _JSON
         if path == "/metrics":
             if self._metrics_url is None:
                 return "404 Not Found", b"metrics disabled\n", text

@@ -14,10 +14,8 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
-from activities.artifacts import FileArtifactStore
 from activities.bundles import BundleCache
 from activities.definitions import DefinitionActivities, load_agents
-from activities.ledger import SqliteLedger
 from activities.llm import LlmActivities
 from activities.tools import ToolActivities, ToolModuleError, load_tool_modules
 from fsm.problems import DefinitionError
@@ -25,6 +23,7 @@ from fsm.tools import ToolRegistry
 from workers.client import connect
 from workers.health import HealthServer, Readiness
 from workers.settings import Settings
+from workers.stores import StoreError, Stores, open_stores
 from workers.telemetry import configure_tracing, tracing_enabled
 from workflows.agent import AgentWorkflow
 
@@ -69,7 +68,7 @@ def check_agents(settings: Settings, tools: ToolRegistry | None = None) -> list[
 
 
 def _build(
-    client: Client, settings: Settings, tools: ToolRegistry
+    client: Client, settings: Settings, tools: ToolRegistry, stores: Stores
 ) -> tuple[Worker, LlmActivities, ToolActivities]:
     """A worker for the settings' task queue with every workflow and activity."""
     bundles = BundleCache()
@@ -83,8 +82,8 @@ def _build(
     llm = LlmActivities(settings.llm_config(), bundles)
     runner = ToolActivities(
         tools,
-        ledger=SqliteLedger(settings.tool_ledger),
-        artifacts=FileArtifactStore(settings.artifacts_dir),
+        ledger=stores.ledger,
+        artifacts=stores.artifacts,
         artifact_threshold=settings.artifact_threshold,
         summary_chars=settings.artifact_summary_chars,
         threads=settings.max_concurrent_activities,
@@ -106,21 +105,42 @@ def _build(
 
 @contextlib.asynccontextmanager
 async def running(
-    client: Client, settings: Settings, tools: ToolRegistry | None = None
+    client: Client,
+    settings: Settings,
+    tools: ToolRegistry | None = None,
+    stores: Stores | None = None,
 ) -> AsyncIterator[Worker]:
     """Run a worker for the body's duration; close its clients and threads afterwards.
 
+    Args:
+        client: The Temporal client.
+        settings: The worker's settings.
+        tools: The tools (default: ``FSMFLOW_TOOL_MODULES``).
+        stores: The ledger and artifact store (default: opened from the settings
+            and closed afterwards).
+
     Raises:
-        WorkerConfigError: If the tool modules cannot be loaded.
+        WorkerConfigError: If the tool modules or the stores cannot be loaded.
     """
     registry = tools if tools is not None else load_tools(settings)
-    worker, llm, runner = _build(client, settings, registry)
+    owned = stores is None
+    used = stores if stores is not None else await _open_stores(settings)
+    worker, llm, runner = _build(client, settings, registry, used)
     try:
         async with worker:
             yield worker
     finally:
         await llm.close()
         runner.close()
+        if owned:
+            await used.close()
+
+
+async def _open_stores(settings: Settings) -> Stores:
+    try:
+        return await open_stores(settings)
+    except StoreError as exc:
+        raise WorkerConfigError(f"refusing to start: {exc}") from None
 
 
 def _metrics_runtime(settings: Settings) -> Runtime | None:
@@ -155,11 +175,27 @@ async def run_worker(
     draining starts, so a pod leaves its Service before it stops polling.
 
     Raises:
-        WorkerConfigError: If the agents directory holds an invalid definition.
+        WorkerConfigError: If the agents directory holds an invalid definition, or
+            the stores cannot be opened (PostgreSQL unreachable or not migrated).
         RuntimeError: If Temporal cannot be reached.
     """
     tools = load_tools(settings)
     agents = check_agents(settings, tools)
+    stores = await _open_stores(settings)
+    try:
+        await _serve(settings, agents, tools, stores, stop, on_ready)
+    finally:
+        await stores.close()
+
+
+async def _serve(
+    settings: Settings,
+    agents: list[str],
+    tools: ToolRegistry,
+    stores: Stores,
+    stop: asyncio.Event | None,
+    on_ready: Callable[[], None] | None,
+) -> None:
     runtime = _metrics_runtime(settings) if settings.health_port else None
     plugins = configure_tracing() if tracing_enabled() else []
     client = await connect(settings, runtime=runtime, plugins=plugins)
@@ -170,7 +206,7 @@ async def run_worker(
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
-    readiness = Readiness()
+    readiness = Readiness(details={"task_queue": settings.task_queue, "stores": stores.describe()})
     health = None
     if settings.health_port:
         health = HealthServer(
@@ -186,9 +222,17 @@ async def run_worker(
                 f"cannot serve /healthz on {settings.health_host}:{settings.health_port}: {exc}"
                 " (set FSMFLOW_HEALTH_PORT to a free port, or 0 to turn it off)"
             ) from None
-    log.info("worker_starting", agents=agents, tools=tools.names(), **settings.safe_summary())
+    log.info(
+        "worker_starting",
+        agents=agents,
+        tools=tools.names(),
+        stores=stores.describe(),
+        **settings.safe_summary(),
+    )
+    if not stores.shared:
+        log.info("worker_stores_local", meaning=stores.describe()["meaning"])
     try:
-        async with running(client, settings, tools):
+        async with running(client, settings, tools, stores):
             readiness.ready = True
             log.info("worker_polling", task_queue=settings.task_queue)
             if on_ready is not None:

@@ -1,24 +1,70 @@
 """The effect ledger's contract (including the crash window it cannot close on its
-own, and the refusal of a key reused for another call) and the file artifact
-store's addressing, on real SQLite files and directories; the worker-crash version
-is in tests/workflows/test_crash.py."""
+own, and the refusal of a key reused for another call) and the artifact stores'
+addressing, bounds and retention, on both backends: real SQLite files and
+directories, and a real PostgreSQL server (tests/postgres.py). The worker-crash
+versions are in tests/workflows/test_crash.py and test_shared_stores.py."""
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
 import sqlite3
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 
 from activities.artifacts import FileArtifactStore, run_scope
 from activities.ledger import SqliteLedger
-from fsm.tools import LedgerConflict, ToolContext, artifact_path, artifact_ref, call_identity
+from activities.postgres import PostgresArtifactStore, PostgresLedger, open_pool
+from fsm.tools import (
+    ArtifactTooLarge,
+    LedgerConflict,
+    ToolContext,
+    artifact_path,
+    artifact_ref,
+    call_identity,
+)
 
 CHARGE_ADA = call_identity("charge", {"customer": "ada", "cents": 500})
 CHARGE_BOB = call_identity("charge", {"customer": "bob", "cents": 500})
+
+
+class Backend:
+    """Ledgers and artifact stores of one backend, all on the same storage."""
+
+    def __init__(self, name: str, tmp_path: Path, url: str = "") -> None:
+        self.name, self.tmp_path, self.url = name, tmp_path, url
+        self.pools: list[Any] = []
+
+    async def ledger(self) -> Any:
+        if self.name == "sqlite":
+            return SqliteLedger(self.tmp_path / "ledger.sqlite3")
+        self.pools.append(await open_pool(self.url, max_size=4))
+        return PostgresLedger(self.pools[-1])
+
+    async def artifacts(self, **options: Any) -> Any:
+        if self.name == "sqlite":
+            return FileArtifactStore(self.tmp_path / "artifacts", **options)
+        self.pools.append(await open_pool(self.url, max_size=4))
+        return PostgresArtifactStore(self.pools[-1], **options)
+
+    async def close(self) -> None:
+        for pool in self.pools:
+            await pool.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    url = request.getfixturevalue("store_url") if request.param == "postgres" else ""
+    opened = Backend(request.param, tmp_path, url)
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 class Effects:
@@ -32,13 +78,11 @@ class Effects:
         return {"charged": self.count}
 
 
-async def test_a_recorded_effect_is_not_repeated(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
+async def test_a_recorded_effect_is_not_repeated(backend: Backend) -> None:
+    ledger = await backend.ledger()
     effect = Effects()
     first = await ledger.once("wf/run/3/0", effect, tool="charge")
-    again = await SqliteLedger(tmp_path / "ledger.sqlite3").once(
-        "wf/run/3/0", effect, tool="charge"
-    )
+    again = await (await backend.ledger()).once("wf/run/3/0", effect, tool="charge")
     other = await ledger.once("wf/run/4/1", effect, tool="charge")
     assert (first, again, other) == ({"charged": 1}, {"charged": 1}, {"charged": 2})
     assert effect.count == 2
@@ -49,8 +93,8 @@ async def test_a_recorded_effect_is_not_repeated(tmp_path: Path) -> None:
     ]
 
 
-async def test_a_crash_between_effect_and_record_is_reconciled(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
+async def test_a_crash_between_effect_and_record_is_reconciled(backend: Backend) -> None:
+    ledger = await backend.ledger()
     effect = Effects()
 
     def dies_after_the_effect() -> None:
@@ -66,10 +110,10 @@ async def test_a_crash_between_effect_and_record_is_reconciled(tmp_path: Path) -
     assert (await ledger.get("k")).status == "done"  # type: ignore[union-attr]
 
 
-async def test_without_reconcile_the_crash_window_repeats_the_effect(tmp_path: Path) -> None:
+async def test_without_reconcile_the_crash_window_repeats_the_effect(backend: Backend) -> None:
     # The honest part of the contract: a crash between the effect and its record,
     # with no way to look the effect up, is at-least-once.
-    ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
+    ledger = await backend.ledger()
     effect = Effects()
 
     def dies_after_the_effect() -> None:
@@ -83,8 +127,8 @@ async def test_without_reconcile_the_crash_window_repeats_the_effect(tmp_path: P
     assert entry is not None and (entry.status, entry.attempts) == ("done", 2)
 
 
-async def test_the_same_call_replays_its_recorded_result(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
+async def test_the_same_call_replays_its_recorded_result(backend: Backend) -> None:
+    ledger = await backend.ledger()
     effect = Effects()
     first = await ledger.once("k", effect, tool="charge", call=CHARGE_ADA)
     again = await ledger.once("k", effect, tool="charge", call=CHARGE_ADA)
@@ -100,9 +144,9 @@ async def test_the_same_call_replays_its_recorded_result(tmp_path: Path) -> None
 )
 @pytest.mark.parametrize("crashed", [False, True], ids=["done", "started"])
 async def test_a_key_reused_for_another_call_is_refused(
-    tmp_path: Path, tool: str, call: str, crashed: bool
+    backend: Backend, tool: str, call: str, crashed: bool
 ) -> None:
-    ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
+    ledger = await backend.ledger()
     effect = Effects()
 
     def dies_after_the_effect() -> None:
@@ -132,8 +176,8 @@ async def test_a_key_reused_for_another_call_is_refused(
     )
 
 
-async def test_the_tool_context_passes_its_call_to_the_ledger(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
+async def test_the_tool_context_passes_its_call_to_the_ledger(backend: Backend) -> None:
+    ledger = await backend.ledger()
     effect = Effects()
     ada = ToolContext(idempotency_key="k", call_hash=CHARGE_ADA, ledger=ledger)
     assert await ada.once(effect, tool="charge") == {"charged": 1}
@@ -214,8 +258,8 @@ async def test_tool_context_needs_a_worker_for_effects_and_artifacts() -> None:
         await context.save_artifact("a.txt", "x")
 
 
-async def test_artifacts_are_scoped_to_their_run(tmp_path: Path) -> None:
-    store = FileArtifactStore(tmp_path / "artifacts")
+async def test_artifacts_are_scoped_to_their_run(backend: Backend) -> None:
+    store = await backend.artifacts()
     scope = run_scope("support/ada@example.com", "0193-run")
     context = ToolContext(idempotency_key="k", step=7, artifacts=store, scope=scope)
     ref = await context.save_artifact("draft.md", "# Title")
@@ -225,8 +269,10 @@ async def test_artifacts_are_scoped_to_their_run(tmp_path: Path) -> None:
     assert await context.save_artifact("draft.md", "# Title") == ref and context.saved == [ref]
     with pytest.raises(KeyError):
         await store.get(run_scope("another-run", "0193-run"), artifact_path(ref))
-    stored = list((tmp_path / "artifacts").rglob("draft.md"))
-    assert len(stored) == 1 and "support%2Fada%40example.com" in str(stored[0])
+    assert await store.scopes() == {scope: pytest.approx(time.time(), abs=300)}
+    if backend.name == "sqlite":
+        stored = list((backend.tmp_path / "artifacts").rglob("draft.md"))
+        assert len(stored) == 1 and "support%2Fada%40example.com" in str(stored[0])
 
 
 HOSTILE_IDS = [
@@ -251,12 +297,14 @@ HOSTILE_IDS = [
 
 
 @pytest.mark.parametrize("workflow_id", HOSTILE_IDS)
-async def test_any_workflow_id_stores_artifacts(tmp_path: Path, workflow_id: str) -> None:
-    root = tmp_path / "artifacts"
-    store = FileArtifactStore(root)
+async def test_any_workflow_id_stores_artifacts(backend: Backend, workflow_id: str) -> None:
+    store = await backend.artifacts()
     scope = run_scope(workflow_id, "0193-run")
     await store.put(scope, "1/result.txt", workflow_id.encode())
     assert await store.get(scope, "1/result.txt") == workflow_id.encode()
+    if backend.name != "sqlite":
+        return
+    root = backend.tmp_path / "artifacts"
     (stored,) = [p for p in root.rglob("*") if p.is_file()]
     # Inside the root, two levels for the scope, each a plain file name.
     relative = stored.relative_to(root).parts
@@ -291,9 +339,9 @@ def test_ids_that_worked_before_keep_their_scope() -> None:
     ],
 )
 async def test_locations_outside_the_store_are_refused(
-    tmp_path: Path, location: tuple[str, str]
+    backend: Backend, location: tuple[str, str]
 ) -> None:
-    store = FileArtifactStore(tmp_path / "artifacts")
+    store = await backend.artifacts()
     with pytest.raises(KeyError, match="invalid artifact location"):
         await store.put(*location, b"x")
 
@@ -308,3 +356,63 @@ def test_artifact_names_are_plain_file_names(name: str) -> None:
 def test_references_are_checked(text: str) -> None:
     with pytest.raises(ValueError):
         artifact_path(text)
+
+
+async def test_a_large_artifact_streams_through_in_chunks(backend: Backend) -> None:
+    store = await backend.artifacts()
+    scope = run_scope("big", "r")
+    data = bytes(range(256)) * (3 * 4096 + 17)  # ~3 MiB: several 1 MiB chunks, one partial
+    await store.put(scope, "1/big.bin", data)
+    assert await store.get(scope, "1/big.bin") == data
+    # Overwritten by a shorter one (a retried call): nothing of the longer one is left.
+    await store.put(scope, "1/big.bin", b"short")
+    assert await store.get(scope, "1/big.bin") == b"short"
+    await store.put(scope, "1/empty.txt", b"")
+    assert await store.get(scope, "1/empty.txt") == b""
+    if backend.name == "postgres":
+        chunks = [chunk async for chunk in store.stream(scope, "1/big.bin")]
+        assert chunks == [b"short"]
+
+
+async def test_an_artifact_over_the_limit_is_refused_before_anything_is_stored(
+    backend: Backend,
+) -> None:
+    store = await backend.artifacts(max_bytes=4096)
+    scope = run_scope("bounded", "r")
+    await store.put(scope, "1/fits.txt", b"x" * 4096)
+    with pytest.raises(ArtifactTooLarge, match=r"1/big.txt is 4,097 bytes.*limit of 4,096"):
+        await store.put(scope, "1/big.txt", b"x" * 4097)
+    with pytest.raises(KeyError):
+        await store.get(scope, "1/big.txt")
+
+
+async def test_a_run_scope_is_listed_and_deleted_whole(backend: Backend) -> None:
+    ledger, store = await backend.ledger(), await backend.artifacts()
+    ended, running = run_scope("wf/a", "r1"), run_scope("wf/a", "r2")
+    for scope in (ended, running):
+        await store.put(scope, "1/a.txt", b"a")
+        await store.put(scope, "2/b.txt", b"b")
+        await ledger.once(f"{scope}-key", lambda: "done", tool="t", scope=scope)
+    await ledger.once("legacy-key", lambda: "done", tool="t")  # no scope: never listed
+    assert set(await store.scopes()) == set(await ledger.scopes()) == {ended, running}
+    assert await store.delete_scope(ended) == 2 and await ledger.delete_scope(ended) == 1
+    assert set(await store.scopes()) == set(await ledger.scopes()) == {running}
+    with pytest.raises(KeyError):
+        await store.get(ended, "1/a.txt")
+    assert await store.get(running, "2/b.txt") == b"b"
+    assert await ledger.get("legacy-key") is not None
+    assert await store.delete_scope(ended) == 0
+
+
+async def test_two_workers_claiming_one_key_at_once_run_the_effect_once(
+    backend: Backend,
+) -> None:
+    # Two ledgers on the same storage (two workers); the second asks while the
+    # first is recording: it replays the recorded result.
+    first, second = await backend.ledger(), await backend.ledger()
+    effect = Effects()
+    await first.once("k", effect, tool="charge", call=CHARGE_ADA, scope="w/r")
+    again = await second.once("k", effect, tool="charge", call=CHARGE_ADA, scope="w/r")
+    assert again == {"charged": 1} and effect.count == 1
+    with pytest.raises(LedgerConflict):
+        await second.once("k", effect, tool="charge", call=CHARGE_BOB)

@@ -87,3 +87,21 @@ async def test_many_plain_tools_waiting_on_the_ledger_at_once(runner: ToolActivi
     outputs = await asyncio.wait_for(asyncio.gather(*calls), timeout=60)
     assert all(o.ok and o.artifacts == [f"artifact:{i}/note.txt"] for i, o in enumerate(outputs))
     runner.close()
+
+
+async def test_a_result_over_the_artifact_limit_tells_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPY_LOG", str(tmp_path / "spy.log"))
+    runner = ToolActivities(
+        load_tool_modules([str(SPY_TOOLS)]),
+        ledger=SqliteLedger(tmp_path / "ledger.sqlite3"),
+        artifacts=FileArtifactStore(tmp_path / "artifacts", max_bytes=512 * 1024),
+    )
+    # Retrying would produce the same megabyte: the call ends with a result the model reads.
+    output = await ActivityEnvironment().run(runner.run_tool, request("big", megabytes=1))
+    runner.close()
+    assert not output.ok and output.artifacts == []
+    assert output.text.startswith("error: the result could not be kept: artifact 1/big.txt is ")
+    assert "over the store's limit of 524,288 (FSMFLOW_ARTIFACT_MAX_BYTES)" in output.text
+    assert not list((tmp_path / "artifacts").rglob("*.txt"))
