@@ -29,7 +29,7 @@ TIER_VARIABLE = re.compile(r"^FSMFLOW_(MODEL|BASE_URL|API_KEY)_[A-Z0-9_]+$")
 SETTINGS_VARIABLES = {f.alias for f in Settings.model_fields.values() if f.alias}
 SHIPPED_TOOLS = ROOT / "examples" / "research_tools.py"
 # Custom resources: no schema in kubernetes-validate, so their shape is checked below.
-CUSTOM_RESOURCES = {("keda.sh/v1alpha1", "ScaledObject")}
+CUSTOM_RESOURCES = {("keda.sh/v1alpha1", "ScaledObject"), ("postgresql.cnpg.io/v1", "Cluster")}
 PER_POD_STORES = ("FSMFLOW_TOOL_LEDGER", "FSMFLOW_ARTIFACTS_DIR")
 
 
@@ -45,8 +45,12 @@ VARIANTS = {
     "local": (OVERLAYS / "local", []),
     "cloud": (OVERLAYS / "cloud", []),
     "cloud-mtls": (OVERLAYS / "cloud", [COMPONENTS / "cloud-mtls"]),
+    "cloud-cnpg": (OVERLAYS / "cloud", [COMPONENTS / "cloudnativepg"]),
     "local-keda": (OVERLAYS / "local", [COMPONENTS / "keda"]),
 }
+# The variants with PostgreSQL in the cluster (CloudNativePG); the others name a
+# server in the Secret.
+CNPG_VARIANTS = ["local", "cloud-cnpg", "local-keda"]
 
 
 def kubectl() -> str:
@@ -235,7 +239,14 @@ def test_only_worker_pods_match_the_worker_selectors(variant: str) -> None:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_the_store_url_comes_from_a_secret(variant: str) -> None:
     resources = rendered(variant)
-    expected = {"name": "fsmflow-secrets", "key": "FSMFLOW_STORE_URL"}
+    clusters = [r for r in resources if r["kind"] == "Cluster"]
+    assert bool(clusters) == (variant in CNPG_VARIANTS)
+    # CloudNativePG writes the DSN of the database's owner to "<cluster>-app", key uri.
+    expected = (
+        {"name": f"{clusters[0]['metadata']['name']}-app", "key": "uri"}
+        if clusters
+        else {"name": "fsmflow-secrets", "key": "FSMFLOW_STORE_URL"}
+    )
     for container in containers(resources):
         variable = env_of(container).get("FSMFLOW_STORE_URL")
         assert variable is not None, f"{variant}: {container['name']} has no FSMFLOW_STORE_URL"
@@ -328,6 +339,44 @@ def test_keda_replaces_the_hpa_and_scales_the_worker_on_its_queue() -> None:
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["type"] == "temporal"
     assert trigger["metadata"]["taskQueue"] == worker_config(resources)["FSMFLOW_TASK_QUEUE"]
+
+
+@pytest.mark.parametrize("variant", CNPG_VARIANTS)
+def test_cloudnativepg_runs_the_store_for_the_whole_fleet(variant: str) -> None:
+    resources = rendered(variant)
+    cluster = one(resources, "Cluster")
+    spec = cluster["spec"]
+    assert cluster["apiVersion"] == "postgresql.cnpg.io/v1"
+    assert set(spec) <= {"instances", "storage", "bootstrap", "postgresql", "resources"}
+    assert isinstance(spec["instances"], int) and spec["instances"] >= 1
+    assert re.fullmatch(r"[0-9]+[MG]i", spec["storage"]["size"])
+    initdb = spec["bootstrap"]["initdb"]
+    assert set(initdb) == {"database", "owner"}  # no secret given: the operator writes -app
+    # The "<cluster>-app" Secret is in the Cluster's namespace; a secretKeyRef
+    # reads only the pod's own.
+    deployment = one(resources, "Deployment")
+    assert cluster["metadata"].get("namespace") == deployment["metadata"].get("namespace")
+    # Every worker's pool at its fullest, at the most replicas plus the one a
+    # rollout adds, and the cleanup's, within what the server accepts from
+    # users other than the superuser.
+    parameters = spec["postgresql"]["parameters"]
+    pool = int(
+        worker_config(resources).get(
+            "FSMFLOW_STORE_POOL_MAX", Settings.model_fields["store_pool_max"].default
+        )
+    )
+    surge = deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
+    assert isinstance(surge, int)
+    wanted = (most_replicas(resources) + surge + 1) * pool
+    available = int(parameters.get("max_connections", 100)) - int(
+        parameters.get("superuser_reserved_connections", 3)
+    )
+    assert wanted <= available, f"{variant}: {wanted} connections wanted, {available} available"
+
+
+def test_the_component_runs_a_standby_and_the_local_cluster_one_instance() -> None:
+    assert one(rendered("local"), "Cluster")["spec"]["instances"] == 1
+    assert one(rendered("cloud-cnpg"), "Cluster")["spec"]["instances"] == 2
 
 
 def test_cloud_overlays_authenticate() -> None:
