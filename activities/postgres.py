@@ -154,35 +154,32 @@ async def schema_status(pool: AsyncConnectionPool[Any]) -> SchemaStatus:
 
 
 async def migrate(pool: AsyncConnectionPool[Any]) -> list[Migration]:
-    """Apply the pending migrations, each in its own transaction; returns those applied.
+    """Apply the pending migrations, all in one transaction; returns those applied.
 
-    Several processes may run this at once: an advisory lock lets one apply and
-    the others find nothing left to do.
+    Several processes may run this at once: a transaction-level advisory lock
+    lets one apply and the others find nothing left to do (it holds through a
+    pooler in transaction mode too, unlike a session lock). PostgreSQL's DDL is
+    transactional, so a failed migration leaves the schema as it was.
 
     Raises:
         StoreSchemaError: If an applied migration was edited since.
     """
-    applied_now: list[Migration] = []
-    async with pool.connection() as conn:
-        await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
-        try:
-            await conn.execute(_MIGRATIONS_TABLE)
-            status = SchemaStatus(await _applied(conn), migrations())
-            if status.edited:
-                status.check()
-            for migration in status.pending:
-                async with conn.transaction():
-                    await conn.execute(migration.sql.encode())
-                    await conn.execute(
-                        "INSERT INTO fsmflow_schema_migrations (version, name, sha256) "
-                        "VALUES (%s, %s, %s)",
-                        (migration.version, migration.name, migration.sha256),
-                    )
-                log.info("store_migrated", version=migration.version, name=migration.name)
-                applied_now.append(migration)
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
-    return applied_now
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        await conn.execute(_MIGRATIONS_TABLE)
+        status = SchemaStatus(await _applied(conn), migrations())
+        if status.edited:
+            status.check()
+        for migration in status.pending:
+            await conn.execute(migration.sql.encode())
+            await conn.execute(
+                "INSERT INTO fsmflow_schema_migrations (version, name, sha256) "
+                "VALUES (%s, %s, %s)",
+                (migration.version, migration.name, migration.sha256),
+            )
+    for migration in status.pending:
+        log.info("store_migrated", version=migration.version, name=migration.name)
+    return status.pending
 
 
 async def open_pool(
@@ -198,7 +195,9 @@ async def open_pool(
         min_size=1,
         max_size=max_size,
         open=False,
-        kwargs={"autocommit": True},
+        # No server-side prepared statements: they do not survive a pooler
+        # (PgBouncer in transaction mode) handing each statement another connection.
+        kwargs={"autocommit": True, "prepare_threshold": None},
         check=AsyncConnectionPool.check_connection,
         timeout=timeout,
         name="fsmflow-store",
