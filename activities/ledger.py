@@ -40,7 +40,7 @@ from typing import Any
 
 import structlog
 
-from fsm.tools import LedgerConflict
+from fsm.tools import LedgerConflict, StoreUnavailable
 
 log = structlog.get_logger("fsmflow.ledger")
 
@@ -228,7 +228,11 @@ class SqliteLedger(LedgerBase):
             return db.execute(sql, parameters).fetchall()
 
     async def _run(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        return await asyncio.to_thread(self._query, sql, parameters)
+        try:
+            return await asyncio.to_thread(self._query, sql, parameters)
+        except sqlite3.OperationalError as exc:
+            # Locked past the busy timeout, the disk full or gone: an outage to wait out.
+            raise StoreUnavailable(f"the effect ledger {self.path} is unavailable: {exc}") from None
 
     async def get(self, key: str) -> LedgerEntry | None:
         """The record of ``key``, if any."""

@@ -15,6 +15,7 @@ and refuses to run against a store that is behind it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.resources
 import re
@@ -23,17 +24,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
+from psycopg import AsyncConnection, OperationalError
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from activities.artifacts import DEFAULT_MAX_BYTES, check_location, check_size
 from activities.ledger import LedgerBase, LedgerEntry
+from activities.llm import redact_url
+from fsm.tools import StoreUnavailable
 
 log = structlog.get_logger("fsmflow.store")
 
 CHUNK_BYTES = 1024 * 1024
 """Bytes of an artifact per row: large enough to stream at disk speed, small enough
 that no single value holds a whole large artifact in memory on either side."""
+CHECKOUT_SECONDS = 5.0
+"""How long a store call waits for a connection before it reports the store
+unavailable: well inside a tool's timeout, so an outage is told apart from a slow
+tool and the run waits for the store (``StoreUnavailable``)."""
 MIGRATION_LOCK = 0x66736D666C6F77
 """The advisory lock ``migrate`` holds ("fsmflow" in ASCII)."""
 _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -173,8 +180,7 @@ async def migrate(pool: AsyncConnectionPool[Any]) -> list[Migration]:
         for migration in status.pending:
             await conn.execute(migration.sql.encode())
             await conn.execute(
-                "INSERT INTO fsmflow_schema_migrations (version, name, sha256) "
-                "VALUES (%s, %s, %s)",
+                "INSERT INTO fsmflow_schema_migrations (version, name, sha256) VALUES (%s, %s, %s)",
                 (migration.version, migration.name, migration.sha256),
             )
     for migration in status.pending:
@@ -186,6 +192,11 @@ async def open_pool(
     url: str, *, max_size: int = 10, timeout: float = 30.0
 ) -> AsyncConnectionPool[Any]:
     """A connection pool on ``url``, open and with one connection made.
+
+    Args:
+        url: The ``postgresql://`` DSN.
+        max_size: Connections at most.
+        timeout: How long opening waits for its first connection (seconds).
 
     Raises:
         psycopg_pool.PoolTimeout: If no connection could be made within ``timeout``.
@@ -199,7 +210,7 @@ async def open_pool(
         # (PgBouncer in transaction mode) handing each statement another connection.
         kwargs={"autocommit": True, "prepare_threshold": None},
         check=AsyncConnectionPool.check_connection,
-        timeout=timeout,
+        timeout=CHECKOUT_SECONDS,
         name="fsmflow-store",
     )
     try:
@@ -213,6 +224,22 @@ async def open_pool(
 _COLUMNS = "key, tool, call, status, result, attempts"
 
 
+@contextlib.asynccontextmanager
+async def _connection(pool: AsyncConnectionPool[Any]) -> AsyncIterator[AsyncConnection[Any]]:
+    """A pooled connection; the server being down or restarting is ``StoreUnavailable``.
+
+    Covers the body too: a connection lost mid-statement is an outage, not a bug.
+    """
+    try:
+        async with pool.connection() as conn:
+            yield conn
+    except (OperationalError, PoolTimeout) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreUnavailable(
+            f"the store at {redact_url(pool.conninfo)} is unavailable: {reason}"
+        ) from None
+
+
 class PostgresLedger(LedgerBase):
     """``EffectLedger`` in the ``fsmflow_effects`` table."""
 
@@ -221,7 +248,7 @@ class PostgresLedger(LedgerBase):
         self._pool = pool
 
     async def _rows(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        async with self._pool.connection() as conn:
+        async with _connection(self._pool) as conn:
             cursor = await conn.execute(sql, parameters)
             return await cursor.fetchall() if cursor.description else []
 
@@ -292,7 +319,7 @@ class PostgresArtifactStore:
         check_size(path, len(data), self.max_bytes)
         view = memoryview(data)
         chunks = [view[i : i + CHUNK_BYTES] for i in range(0, len(view), CHUNK_BYTES)]
-        async with self._pool.connection() as conn, conn.transaction():
+        async with _connection(self._pool) as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO fsmflow_artifacts (scope, path, size, sha256, chunks) "
                 "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (scope, path) DO UPDATE SET "
@@ -320,7 +347,7 @@ class PostgresArtifactStore:
             RuntimeError: If its chunks do not add up to its header (a damaged store).
         """
         check_location(scope, path)
-        async with self._pool.connection() as conn, conn.transaction():
+        async with _connection(self._pool) as conn, conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             header = await (
                 await conn.execute(
@@ -359,7 +386,7 @@ class PostgresArtifactStore:
 
     async def scopes(self) -> dict[str, float]:
         """Each run scope with artifacts, and the time (epoch seconds) of its newest write."""
-        async with self._pool.connection() as conn:
+        async with _connection(self._pool) as conn:
             rows = await (
                 await conn.execute(
                     "SELECT scope, extract(epoch FROM max(written_at)) FROM fsmflow_artifacts "
@@ -370,7 +397,7 @@ class PostgresArtifactStore:
 
     async def delete_scope(self, scope: str) -> int:
         """Remove every artifact of one run scope (their chunks with them)."""
-        async with self._pool.connection() as conn:
+        async with _connection(self._pool) as conn:
             rows = await (
                 await conn.execute(
                     "DELETE FROM fsmflow_artifacts WHERE scope = %s RETURNING path", (scope,)

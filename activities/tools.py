@@ -39,6 +39,7 @@ from fsm.tools import (
     ArtifactTooLarge,
     EffectLedger,
     LedgerConflict,
+    StoreUnavailable,
     ToolContext,
     ToolDefinitionError,
     ToolError,
@@ -122,6 +123,12 @@ def _render(result: Any) -> tuple[bytes, str]:
     if isinstance(result, str):
         return result.encode(), "txt"
     return pydantic_core.to_json(result, fallback=str), "json"
+
+
+def _store_unavailable(exc: StoreUnavailable, bound: Any) -> ApplicationError:
+    """A store outage, retried as it is; the workflow waits for the store after the attempts."""
+    bound.warning("tool_store_unavailable", error=str(exc))
+    return ApplicationError(str(exc), type="StoreUnavailable")
 
 
 class ToolActivities:
@@ -248,7 +255,10 @@ class ToolActivities:
                 "fsmflow.attempt": info.attempt,
             },
         ) as span:
-            arguments = await self._arguments(spec, request, scope)
+            try:
+                arguments = await self._arguments(spec, request, scope)
+            except StoreUnavailable as exc:
+                raise _store_unavailable(exc, bound) from None
             context = ToolContext(
                 idempotency_key=request.idempotency_key,
                 workflow_id=request.workflow_id,
@@ -310,6 +320,8 @@ class ToolActivities:
             raise ApplicationError(
                 str(exc), type="IdempotencyConflict", non_retryable=True
             ) from None
+        except StoreUnavailable as exc:
+            raise _store_unavailable(exc, bound) from None
         except (ToolError, ArtifactTooLarge, *spec.model_errors) as exc:
             # ArtifactTooLarge: the same call would save the same bytes; the model reads why.
             message = clip(f"error: {exc}", ERROR_CHARS)
@@ -325,6 +337,8 @@ class ToolActivities:
             ) from None
         try:
             text, size, values = await self._present(spec, result, context, writes)
+        except StoreUnavailable as exc:
+            raise _store_unavailable(exc, bound) from None
         except ArtifactTooLarge as exc:
             message = clip(f"error: the result could not be kept: {exc}", ERROR_CHARS)
             bound.warning("tool_result_too_large", error=message)

@@ -325,14 +325,20 @@ def tool_failed(
     *,
     can_wait: bool,
 ) -> Escalation:
-    """A tool call failed after its attempts: wait for a worker that has it, or fail.
+    """A tool call failed after its attempts: wait for what it lacks, or fail.
 
-    A tool the worker lacks (``UnknownTool``, a rolling deploy) is waited for while
-    the run ``can_wait``, until the deploy grace is over; any other failure (the
-    tool kept raising, bad arguments, a conflicting idempotency key) fails the run
-    naming the tool, its call traced as not accepted.
+    While the run ``can_wait``: a store the call cannot reach (``StoreUnavailable``:
+    the effect ledger or artifact store is down) is waited for as long as it takes,
+    like a model outage, and the same call (same idempotency key) runs again; a
+    tool the worker lacks (``UnknownTool``, a rolling deploy) is waited for until
+    the deploy grace is over. Any other failure (the tool kept raising, bad
+    arguments, a conflicting idempotency key) fails the run naming the tool, its
+    call traced as not accepted.
     """
     run = snapshot.run
+    if failure_type == "StoreUnavailable" and can_wait:
+        progress = note_failure(snapshot.progress, "store", message, now, snapshot.limits)
+        return Escalation(snapshot.model_copy(update={"progress": progress}))
     if failure_type == "UnknownTool" and can_wait:
         progress = note_failure(snapshot.progress, "deploy", message, now, snapshot.limits)
         waiting = snapshot.model_copy(update={"progress": progress})
@@ -524,7 +530,7 @@ def fsm_status(snapshot: RunSnapshot) -> FsmStatus:
     """The ``FsmStatus`` search attribute of a run."""
     progress = snapshot.progress
     if progress is not None and progress.wait is not None and not snapshot.run.ended:
-        return "waiting_for_model"
+        return "waiting_for_store" if progress.wait.kind == "store" else "waiting_for_model"
     return snapshot.run.status
 
 
@@ -542,6 +548,7 @@ def details(definition: AgentDefinition, snapshot: RunSnapshot) -> str:
             "rejected": "waiting for the model endpoint to accept requests",
             "invalid": "waiting: the model's replies were invalid",
             "deploy": "waiting for a worker with the run's model tier or tool",
+            "store": "waiting for the tools' store (effect ledger, artifacts)",
         }[wait.kind]
         text += (
             f"\n\n{what} since {wait.since:%Y-%m-%d %H:%M:%S} UTC, {wait.failures} "

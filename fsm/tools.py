@@ -141,6 +141,15 @@ class LedgerConflict(Exception):
     """
 
 
+class StoreUnavailable(Exception):
+    """The effect ledger or artifact store cannot be reached (down, restarting).
+
+    The message names the store, never its credentials. Not the tool's fault and
+    not the model's: the call is retried as it is (same idempotency key), and the
+    run waits for the store as long as it takes.
+    """
+
+
 class ArtifactTooLarge(ValueError):
     """An artifact over the store's limit (``FSMFLOW_ARTIFACT_MAX_BYTES``); nothing is stored.
 

@@ -70,16 +70,24 @@ class PendingDecision(_Frozen):
 
 
 FsmStatus = Literal[
-    "active", "awaiting_approval", "waiting_for_model", "completed", "failed", "max_steps"
+    "active",
+    "awaiting_approval",
+    "waiting_for_model",
+    "waiting_for_store",
+    "completed",
+    "failed",
+    "max_steps",
 ]
 """The ``FsmStatus`` search attribute: a run's status, plus ``waiting_for_model``
-while it waits out a model outage or a run of invalid replies."""
+while it waits out a model outage or a run of invalid replies, and
+``waiting_for_store`` while its tools cannot reach their shared store."""
 FSM_STATUSES: tuple[str, ...] = get_args(FsmStatus)
 
-WaitKind = Literal["unavailable", "rejected", "invalid", "deploy"]
-"""Why a run waits for its model: the endpoint fails (``unavailable``) or refuses
-the request (``rejected``: credentials, unknown model), its replies keep being
-invalid (``invalid``), or no worker has the model tier yet (``deploy``)."""
+WaitKind = Literal["unavailable", "rejected", "invalid", "deploy", "store"]
+"""Why a run waits: the model's endpoint fails (``unavailable``) or refuses the
+request (``rejected``: credentials, unknown model), its replies keep being invalid
+(``invalid``), no worker has the model tier or tool yet (``deploy``), or a tool
+call cannot reach the effect ledger or artifact store (``store``)."""
 
 
 class ModelWait(_Frozen):

@@ -99,24 +99,7 @@ class PostgresServer:
             "--locale=C",
             "--no-sync",
         )
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=200 -c shared_buffers=32MB"
-        )
-        self._run(
-            str(self.bin / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-o",
-            options,
-            "-l",
-            str(self.root / "server.log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
+        self.resume()
         admin = f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/postgres"
         import psycopg
 
@@ -153,6 +136,33 @@ class PostgresServer:
 
         with concurrent.futures.ThreadPoolExecutor(1) as thread:
             thread.submit(asyncio.run, apply()).result()
+
+    def resume(self) -> None:
+        """Start the server (again) on the same port and data."""
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c max_connections=200 -c shared_buffers=32MB"
+        )
+        # With its log file named: a server left holding this process's pipes would
+        # keep the call waiting for their end.
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data (an outage until ``resume``)."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def restart(self) -> None:
         """Restart the server (fast shutdown: every connection is cut)."""

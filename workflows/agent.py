@@ -611,11 +611,16 @@ class AgentWorkflow:
                 self._set(escalation.snapshot)
                 progress = escalation.snapshot.progress
                 if escalation.ends_turn is None and progress and progress.wait:
-                    # A rolling deploy: wait for a worker that has the tool, a while.
+                    # A rolling deploy: wait for a worker that has the tool, a while;
+                    # a store outage: wait for the store, as long as it takes.
                     assert progress.wait.retry_at is not None
                     await workflow.sleep(
                         progress.wait.retry_at - workflow.now(),
-                        summary=f"waiting for a worker with tool {call.tool}",
+                        summary=(
+                            f"waiting for the store of tool {call.tool}"
+                            if progress.wait.kind == "store"
+                            else f"waiting for a worker with tool {call.tool}"
+                        ),
                     )
                     continue
                 self._count("fsmflow_tool_calls", state=run.state, tool=call.tool, outcome="failed")
@@ -848,7 +853,8 @@ class AgentWorkflow:
         elif run.status == "awaiting_approval":
             waiting = "approval"
         elif self._busy is not None or wait is not None:
-            waiting = self._busy or "model"
+            store = wait is not None and wait.kind == "store"
+            waiting = self._busy or ("tool" if store else "model")
         else:
             waiting = "message" if definition.mode == "conversation" else "model"
         pending = snapshot.pending
