@@ -9,6 +9,7 @@ worker that uses the same URL (``activities.postgres``).
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from activities.llm import redact_url
 from workers.settings import Settings
 
 log = structlog.get_logger("fsmflow.store")
+
+_RUN_ID = re.compile(r"[0-9a-fA-F-]{1,64}")
+"""What a Temporal run id looks like (a UUID): the only thing put in a visibility query."""
 
 
 class StoreError(Exception):
@@ -178,7 +182,7 @@ class CleanupReport:
 async def _run_ended(client: Client, scope: str, cutoff: float) -> tuple[bool, str]:
     """Whether the run of ``scope`` ended before ``cutoff``, and why not if it did not."""
     workflow_id, chain_id = scope_ids(scope)
-    if workflow_id is None and chain_id is not None:
+    if workflow_id is None and chain_id is not None and _RUN_ID.fullmatch(chain_id):
         async for execution in client.list_workflows(f"RunId = '{chain_id}'", limit=1):
             workflow_id = execution.id
     if workflow_id is None:
