@@ -191,11 +191,18 @@ async def test_cleanup_removes_only_runs_that_ended(
     running = await client.start_workflow(
         "AgentWorkflow", {}, id=f"r/{uuid.uuid4()}", task_queue=queue
     )
+    # An id too long for a file name: its scope holds only a hash, found by run id.
+    long_ended = await client.start_workflow(
+        "AgentWorkflow", {}, id=f"{'x' * 300}-{uuid.uuid4()}", task_queue=queue
+    )
+    await long_ended.terminate("over")
     scopes = {
         "ended": run_scope(ended.id, ended.result_run_id or ""),
         "running": run_scope(running.id, running.result_run_id or ""),
         "unknown": run_scope(f"gone-{uuid.uuid4()}", str(uuid.uuid4())),
+        "long": run_scope(long_ended.id, long_ended.result_run_id or ""),
     }
+    assert scopes["long"].startswith("_sha256=")
     try:
         async with stores_of(settings) as stores:
             for name, scope in scopes.items():
@@ -204,10 +211,14 @@ async def test_cleanup_removes_only_runs_that_ended(
             recent = await cleanup(stores, client, ended_before=timedelta(days=1))
             assert recent.deleted == {} and set(recent.kept.values()) == {"written too recently"}
             dry = await cleanup(stores, client, ended_before=timedelta(0), dry_run=True)
-            assert set(dry.deleted) == {scopes["ended"], scopes["unknown"]}
+            assert set(dry.deleted) == {scopes["ended"], scopes["unknown"], scopes["long"]}
             assert set(await stores.artifacts.scopes()) == set(scopes.values())
             report = await cleanup(stores, client, ended_before=timedelta(0))
-            assert report.deleted == {scopes["ended"]: (1, 1), scopes["unknown"]: (1, 1)}
+            assert report.deleted == {
+                scopes["ended"]: (1, 1),
+                scopes["unknown"]: (1, 1),
+                scopes["long"]: (1, 1),
+            }
             assert report.kept == {scopes["running"]: f"workflow {running.id!r} is running"}
             assert set(await stores.artifacts.scopes()) == {scopes["running"]}
             assert set(await stores.ledger.scopes()) == {scopes["running"]}
