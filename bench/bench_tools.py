@@ -1,6 +1,10 @@
-"""Tools for ``bench.tools``: one that does nothing, one with a recorded effect."""
+"""Tools for ``bench.tools``: one that does nothing, one that waits, one with a
+recorded effect, and one whose result is a large artifact."""
 
 from __future__ import annotations
+
+import asyncio
+import os
 
 from fsm.tools import ToolContext, ToolRegistry
 
@@ -14,6 +18,17 @@ def noop() -> str:
 
 
 @tools.tool
+async def wait(milliseconds: int) -> str:
+    """Wait without working (what a tool step costs when its tool takes a while).
+
+    Args:
+        milliseconds: How long.
+    """
+    await asyncio.sleep(milliseconds / 1000)
+    return "ok"
+
+
+@tools.tool
 async def effect(ctx: ToolContext) -> str:
     """A side effect recorded in the ledger.
 
@@ -21,3 +36,13 @@ async def effect(ctx: ToolContext) -> str:
         ctx: The call's context.
     """
     return str(await ctx.once(lambda: "done", tool="effect"))
+
+
+@tools.tool
+def noise(megabytes: int) -> bytes:
+    """Random bytes, which no store can compress (always stored as an artifact).
+
+    Args:
+        megabytes: How many MiB.
+    """
+    return os.urandom(megabytes * 1024 * 1024)

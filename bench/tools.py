@@ -1,10 +1,16 @@
 """What a tool call costs outside the tool: a durable tool step (model activity,
 then the run_tool activity) against a model-only step, the effect ledger per
-effect, and passing a multi-megabyte result between tools as an artifact.
+effect, and passing a multi-megabyte result between tools as an artifact; each
+store on SQLite and files (one worker's default) and on PostgreSQL
+(``FSMFLOW_STORE_URL``, shared by every worker).
 
-    .venv/bin/python -m bench.tools [--steps 100]
+    .venv/bin/python -m bench.tools [--steps 60] [--rounds 3]
 
-Prints figures and ratios; the machine is shared and noisy, so compare within a run.
+The bench starts its own PostgreSQL server (``tests.postgres.PostgresServer``)
+with PostgreSQL's durability defaults, as a production server has them: fsync
+and synchronous commits, like the SQLite ledger's (WAL, synchronous=FULL).
+Every kind runs once per round, each round starting two kinds later, so drift
+on the shared, noisy machine hits every kind alike: compare within one run.
 """
 
 from __future__ import annotations
@@ -12,27 +18,53 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.ledger import SqliteLedger
+from activities.artifacts import FileArtifactStore
+from activities.ledger import LedgerBase, SqliteLedger
+from activities.postgres import PostgresArtifactStore, PostgresLedger, open_pool
 from bench.turns import quiet_production_logging
+from fsm.tools import ArtifactStore
 from schemas.workflow import AgentResult, AgentWorkflowInput
 from tests.conftest import RESEARCH_TOOLS, make_settings, running_worker
 from tests.llm_server import ScriptedLlm, call, move
+from tests.postgres import PostgresServer
 from workers.binaries import temporal_cli
 from workflows.agent import SEARCH_ATTRIBUTES
 
 BENCH_TOOLS = Path(__file__).parent / "bench_tools.py"
 SPY_TOOLS = Path(__file__).parents[1] / "tests" / "workflows" / "spy_tools.py"
+MIB = 1024 * 1024
+ARTIFACT_MIB = 8
+WAIT_MS = 30
+"""How long the calibration tool ``wait`` waits."""
+LEDGER_EFFECTS = 300
+"""Effects recorded per round when timing a ledger on its own."""
+RAW_ARTIFACTS = 5
+"""Artifacts put and read back per store and payload per round, timing a store on its own."""
+
+KINDS = {
+    "stay": "model only (stay)",
+    "noop": "model + noop tool",
+    "wait": f"model + tool waiting {WAIT_MS} ms",
+    "effect_sqlite": "model + ledger effect, SQLite",
+    "effect_postgres": "model + ledger effect, PostgreSQL",
+    "artifact_files": f"{ARTIFACT_MIB} MiB artifact, file store",
+    "artifact_postgres": f"{ARTIFACT_MIB} MiB artifact, PostgreSQL",
+}
+"""What each kind of run measures, in the order of the first round."""
 
 
 def agent(steps: int) -> dict[str, Any]:
@@ -43,7 +75,7 @@ def agent(steps: int) -> dict[str, Any]:
         "max_steps": steps + 5,
         "states": {
             "work": {
-                "tools": ["noop", "effect", "big", "measure"],
+                "tools": ["noop", "wait", "effect", "noise", "measure"],
                 "transitions": [{"target": "done"}],
             },
             "done": {"terminal": True},
@@ -51,40 +83,93 @@ def agent(steps: int) -> dict[str, Any]:
     }
 
 
-async def ledger_milliseconds(count: int = 300) -> float:
-    with tempfile.TemporaryDirectory() as directory:
-        ledger = SqliteLedger(Path(directory) / "ledger.sqlite3")
-        started = time.perf_counter()
-        for i in range(count):
-            await ledger.once(f"key-{i}", lambda: "done", tool="bench")
-        return (time.perf_counter() - started) / count * 1000
+def script(kind: str, steps: int) -> list[Any]:
+    """What the model answers in a run of ``kind``: ``steps`` steps, then the end.
+
+    An artifact run alternates a tool that returns 8 MiB of random bytes (stored
+    as an artifact of its step) with a tool that is handed that artifact and reads it.
+    """
+    if kind == "stay":
+        return [move("work")] * steps
+    if kind == "noop":
+        return [call("noop")] * steps
+    if kind == "wait":
+        return [call("wait", milliseconds=WAIT_MS)] * steps
+    if kind.startswith("effect"):
+        return [call("effect")] * steps
+    pairs = [
+        [call("noise", megabytes=ARTIFACT_MIB), call("measure", blob=f"artifact:{step}/noise.bin")]
+        for step in range(0, steps, 2)
+    ]
+    return [answer for pair in pairs for answer in pair]
 
 
-async def run_steps(env: WorkflowEnvironment, llm: ScriptedLlm, steps: list[Any]) -> float:
-    """Wall time per step of an autonomous run that takes ``steps`` then ends."""
+async def ledger_milliseconds(ledger: LedgerBase, count: int = LEDGER_EFFECTS) -> float:
+    """Milliseconds per effect recorded through ``once`` (a lookup, a start, a finish)."""
+    prefix = uuid.uuid4().hex
+    started = time.perf_counter()
+    for i in range(count):
+        await ledger.once(f"{prefix}-{i}", lambda: "done", tool="bench")
+    return (time.perf_counter() - started) / count * 1000
+
+
+PAYLOADS = {
+    "random": ("random bytes", lambda: os.urandom(ARTIFACT_MIB * MIB)),
+    "text": ("repetitive text", lambda: b"0123456789abcdef" * (ARTIFACT_MIB * MIB // 16)),
+}
+"""What the stores are timed with on their own: bytes nothing compresses (what the
+tool steps pass), and text that PostgreSQL compresses (TOAST's pglz: 8 MiB to 96 KB)."""
+
+
+async def put_get_milliseconds(store: ArtifactStore, path: str, data: bytes) -> tuple[float, float]:
+    """Milliseconds to put ``data`` as an artifact, and to get it back."""
+    started = time.perf_counter()
+    await store.put("bench/raw", path, data)
+    put = time.perf_counter() - started
+    started = time.perf_counter()
+    back = await store.get("bench/raw", path)
+    get = time.perf_counter() - started
+    assert back == data
+    return put * 1000, get * 1000
+
+
+async def run_steps(
+    env: WorkflowEnvironment, llm: ScriptedLlm, kind: str, steps: int, **stores: Any
+) -> float:
+    """Wall time per step of an autonomous run of ``kind`` (its steps and the final move)."""
     model = f"bench-{uuid.uuid4().hex[:6]}"
-    llm.script(model, *steps, move("done"))
+    answers = script(kind, steps)
+    llm.script(model, *answers, move("done"))
     settings = make_settings(
         llm,
         model,
         f"bench-{model}",
         tool_modules_spec=f"{RESEARCH_TOOLS},{BENCH_TOOLS},{SPY_TOOLS}",
+        **stores,
     )
     async with running_worker(env.client, settings):
         started = time.perf_counter()
         result = await env.client.execute_workflow(
             "AgentWorkflow",
-            AgentWorkflowInput(definition=agent(len(steps))),
+            AgentWorkflowInput(definition=agent(len(answers))),
             id=f"bench-{model}",
             task_queue=settings.task_queue,
             result_type=AgentResult,
         )
         elapsed = time.perf_counter() - started
     assert result.state == "done", result.end_reason
-    return elapsed / (len(steps) + 1) * 1000
+    if kind.startswith("artifact"):
+        # Every reading tool got the whole artifact (a missing one is a message to the model).
+        whole = f'measure: {{"bytes":{ARTIFACT_MIB * MIB},'
+        last = [request["messages"][-1]["content"] for request in llm.requests(model)]
+        read = sum(whole in message for message in last)
+        assert read == len(answers) // 2, f"{kind}: {read} artifacts read of {len(answers) // 2}"
+    return elapsed / (len(answers) + 1) * 1000
 
 
-async def durable(steps: int) -> dict[str, float]:
+async def measure(steps: int, rounds: int, server: PostgresServer) -> dict[str, list[float]]:
+    """Every figure once per round, the kinds in a different order each round."""
+    server.migrate(server.url)
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(temporal_cli()),
         search_attributes=SEARCH_ATTRIBUTES,
@@ -92,45 +177,117 @@ async def durable(steps: int) -> dict[str, float]:
         dev_server_log_level="error",
     )
     llm = ScriptedLlm().start()
+    pool = await open_pool(server.url, max_size=2)
     os.environ.setdefault("SPY_LOG", os.devnull)
+    figures: dict[str, list[float]] = defaultdict(list)
     try:
-        figures: dict[str, list[float]] = {"stay": [], "noop": [], "effect": []}
-        for _ in range(3):  # interleaved rounds, so drift hits every kind alike
-            figures["stay"].append(await run_steps(env, llm, [move("work")] * steps))
-            figures["noop"].append(await run_steps(env, llm, [call("noop")] * steps))
-            figures["effect"].append(await run_steps(env, llm, [call("effect")] * steps))
-        big = [call("big", megabytes=8), call("measure", blob="artifact:0/big.txt")]
-        artifact = await run_steps(env, llm, big)
-        medians = {k: statistics.median(v) for k, v in figures.items()}
-        medians["artifact_8mb"] = artifact
-        return medians
+        with tempfile.TemporaryDirectory(prefix="fsmflow-bench-") as directory:
+            root = Path(directory)
+            sqlite = {"tool_ledger": root / "ledger.sqlite3", "artifacts_dir": root / "artifacts"}
+            postgres = {**sqlite, "store_url": server.url}
+            ledgers: dict[str, Callable[[], LedgerBase]] = {
+                "sqlite": lambda: SqliteLedger(root / "raw.sqlite3"),
+                "postgres": lambda: PostgresLedger(pool),
+            }
+            stores: dict[str, ArtifactStore] = {
+                "files": FileArtifactStore(root / "raw"),
+                "postgres": PostgresArtifactStore(pool),
+            }
+            kinds = list(KINDS)
+            for round_ in range(rounds):
+                for name, ledger in ledgers.items():
+                    figures[f"ledger_{name}"].append(await ledger_milliseconds(ledger()))
+                payloads = {payload: make() for payload, (_, make) in PAYLOADS.items()}
+                for i in range(RAW_ARTIFACTS):  # the stores in turn, as the kinds of steps
+                    for payload, data in payloads.items():
+                        for name, store in stores.items():
+                            path = f"{round_}-{i}/{payload}.bin"
+                            put, get = await put_get_milliseconds(store, path, data)
+                            figures[f"put_{payload}_{name}"].append(put)
+                            figures[f"get_{payload}_{name}"].append(get)
+                start = 2 * round_ % len(kinds)
+                for kind in kinds[start:] + kinds[:start]:
+                    chosen = postgres if kind.endswith("postgres") else sqlite
+                    figures[kind].append(await run_steps(env, llm, kind, steps, **chosen))
+                    # Each run starts with empty artifact stores (neither grows round by round).
+                    shutil.rmtree(root / "artifacts", ignore_errors=True)
+                    shutil.rmtree(root / "raw", ignore_errors=True)
+                    async with pool.connection() as conn:
+                        await conn.execute("TRUNCATE fsmflow_artifacts, fsmflow_artifact_chunks")
+        return figures
     finally:
+        await pool.close()
         llm.stop()
         await env.shutdown()
 
 
+def report(figures: dict[str, list[float]], *, steps: int, rounds: int) -> None:
+    median = {name: statistics.median(values) for name, values in figures.items()}
+    noop = median["noop"]
+    print(
+        f"autonomous steps, {steps} per run and the final move, median of {rounds} rounds "
+        "(ms per step):"
+    )
+    for kind, label in KINDS.items():
+        if kind == "stay":
+            ratio = ""
+        elif kind == "noop":
+            ratio = f"   ({noop / median['stay']:.2f}x a model-only step)"
+        else:
+            ratio = f"   ({median[kind] / noop:.2f}x a noop tool step)"
+        print(f"  {label:<36} {median[kind]:7.1f} ms{ratio}")
+    print(
+        f"  (an artifact run: {steps // 2} pairs of a tool returning {ARTIFACT_MIB} MiB of "
+        "random bytes and one reading them)"
+    )
+    print("  the same ratios to the noop tool step, per round:")
+    for kind in list(KINDS)[2:]:
+        per_round = " ".join(
+            f"{a / b:.2f}x" for a, b in zip(figures[kind], figures["noop"], strict=True)
+        )
+        print(f"    {KINDS[kind]:<34} {per_round}")
+    sqlite, postgres = median["ledger_sqlite"], median["ledger_postgres"]
+    print(f"effect ledger alone, {LEDGER_EFFECTS} effects, median of {rounds} rounds:")
+    print(f"  SQLite (WAL, a file)       {sqlite:6.2f} ms per recorded effect")
+    print(
+        f"  PostgreSQL                 {postgres:6.2f} ms per recorded effect   "
+        f"({postgres / sqlite:.2f}x SQLite)"
+    )
+    print(
+        f"{ARTIFACT_MIB} MiB artifact alone, put then get (median of {RAW_ARTIFACTS * rounds}: "
+        f"{RAW_ARTIFACTS} per round, the stores in turn):"
+    )
+    print(f"{'':32}{'put':<24}{'get':<24}put+get")
+    for payload, (what, _) in PAYLOADS.items():
+        both = {}
+        for store, label in (("files", "file store"), ("postgres", "PostgreSQL")):
+            put, get = median[f"put_{payload}_{store}"], median[f"get_{payload}_{store}"]
+            both[store] = put + get
+            ratio = f"  {both[store] / both['files']:.2f}x files" if store == "postgres" else ""
+            print(
+                f"  {what + ', ' + label:<28} {speed(put)}   {speed(get)}   "
+                f"{both[store]:6.1f} ms{ratio}"
+            )
+
+
+def speed(milliseconds: float) -> str:
+    """``12.3 ms  650 MiB/s`` for an artifact moved in ``milliseconds``."""
+    return f"{milliseconds:5.1f} ms {ARTIFACT_MIB * 1000 / milliseconds:6,.0f} MiB/s"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=60, help="steps per run (even)")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    steps = args.steps + args.steps % 2
     quiet_production_logging()
-    ledger = asyncio.run(ledger_milliseconds())
-    figures = asyncio.run(durable(args.steps))
-    print(f"autonomous steps, {args.steps} per run, median of 3 runs (ms per step):")
-    print(f"  model only (stay)          {figures['stay']:7.1f} ms")
-    print(
-        f"  model + noop tool          {figures['noop']:7.1f} ms   "
-        f"({figures['noop'] / figures['stay']:.2f}x a model-only step)"
-    )
-    print(
-        f"  model + ledger effect      {figures['effect']:7.1f} ms   "
-        f"({figures['effect'] / figures['noop']:.2f}x a noop tool step)"
-    )
-    print(f"effect ledger (SQLite, WAL): {ledger:.2f} ms per recorded effect")
-    print(
-        f"8 MiB result stored as an artifact and read back by the next tool: "
-        f"{figures['artifact_8mb']:.1f} ms per step (3 steps)"
-    )
+    server = PostgresServer(durable=True).start()
+    try:
+        figures = asyncio.run(measure(steps, args.rounds, server))
+    finally:
+        server.stop()
+    report(figures, steps=steps, rounds=args.rounds)
 
 
 if __name__ == "__main__":

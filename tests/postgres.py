@@ -53,9 +53,15 @@ def free_port() -> int:
 
 
 class PostgresServer:
-    """One PostgreSQL cluster of a test session; ``url`` connects to its database."""
+    """One PostgreSQL cluster of a test session; ``url`` connects to its database.
 
-    def __init__(self) -> None:
+    Tests run it without durability (no fsync, asynchronous commits): they check
+    behaviour, not what survives a power cut. ``durable=True`` keeps PostgreSQL's
+    own defaults (fsync, synchronous commits, full page writes), as a production
+    server has them: for benchmarks.
+    """
+
+    def __init__(self, *, durable: bool = False) -> None:
         self.bin = bindir()
         self.root = Path(tempfile.mkdtemp(prefix="fsmflow-pg-"))
         self.data = self.root / "data"
@@ -63,6 +69,7 @@ class PostgresServer:
         self.user = "fsmflow"
         self.password = uuid.uuid4().hex
         self.database = "fsmflow"
+        self.durable = durable
         self._as: list[str] = []
         if os.geteuid() == 0:
             if shutil.which("runuser") is None:
@@ -141,9 +148,10 @@ class PostgresServer:
         """Start the server (again) on the same port and data."""
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
             "-c max_connections=200 -c shared_buffers=32MB"
         )
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         # With its log file named: a server left holding this process's pipes would
         # keep the call waiting for their end.
         self._run(
