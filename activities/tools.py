@@ -25,12 +25,12 @@ from typing import Any
 
 import pydantic_core
 import structlog
-from opentelemetry import trace
 from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.artifacts import run_scope
+from activities.genai import Where, tool_span
 from activities.heartbeat import HEARTBEAT_SECONDS, heartbeating
 from fsm.problems import clip, validation_problem
 from fsm.tools import (
@@ -52,7 +52,6 @@ from fsm.validation import first_error
 from schemas.activity import RunToolInput, ToolOutput
 
 log = structlog.get_logger("fsmflow.tools")
-tracer = trace.get_tracer("fsmflow.activities")
 
 ERROR_CHARS = 500
 """Bound of a model-visible tool error message."""
@@ -247,13 +246,11 @@ class ToolActivities:
         )
         scope = run_scope(request.workflow_id, request.chain_id)
         started = time.monotonic()
-        with tracer.start_as_current_span(
-            "tool.run",
-            attributes={
-                "fsmflow.tool": spec.name,
-                "fsmflow.where": request.label,
-                "fsmflow.attempt": info.attempt,
-            },
+        with tool_span(
+            spec.name,
+            where=Where.of(request.label),
+            attempt=info.attempt,
+            call_id=request.idempotency_key,
         ) as span:
             try:
                 arguments = await self._arguments(spec, request, scope)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import make_settings, running_worker
 from tests.llm_server import ScriptedLlm, say
-from tests.workflows.helpers import send, start
+from tests.workflows.helpers import research_to_the_gate, send, start, wait_for_status
 from workers.client import connect
 from workers.telemetry import configure_tracing, tracing_enabled
 
@@ -21,11 +24,21 @@ def test_tracing_follows_the_otlp_endpoint_variables() -> None:
     )
 
 
-async def test_a_turn_is_traced(
-    temporal_env: WorkflowEnvironment, llm: ScriptedLlm, model_name: str
-) -> None:
+@pytest.fixture(scope="module")
+def traced() -> tuple[InMemorySpanExporter, list[Any]]:
+    """Tracing configured once: OpenTelemetry's global tracer provider is set only once."""
     exporter = InMemorySpanExporter()
-    plugins = configure_tracing(processor=SimpleSpanProcessor(exporter))
+    return exporter, configure_tracing(processor=SimpleSpanProcessor(exporter))
+
+
+async def test_a_turn_is_traced(
+    temporal_env: WorkflowEnvironment,
+    llm: ScriptedLlm,
+    model_name: str,
+    traced: tuple[InMemorySpanExporter, list[Any]],
+) -> None:
+    exporter, plugins = traced
+    exporter.clear()
     settings = make_settings(
         llm,
         model_name,
@@ -49,3 +62,37 @@ async def test_a_turn_is_traced(
     assert llm_span.parent is not None and llm_span.parent.span_id == activity.context.span_id
     assert llm_span.context.trace_id == activity.context.trace_id
     assert any(name.startswith("StartWorkflow:AgentWorkflow") for name in by_name)
+
+
+async def test_a_tool_execution_is_traced_by_the_genai_conventions(
+    temporal_env: WorkflowEnvironment,
+    llm: ScriptedLlm,
+    model_name: str,
+    traced: tuple[InMemorySpanExporter, list[Any]],
+) -> None:
+    exporter, plugins = traced
+    exporter.clear()
+    settings = make_settings(
+        llm,
+        model_name,
+        "tq-" + model_name,
+        temporal_address=temporal_env.client.service_client.config.target_host,
+    )
+    client = await connect(settings, plugins=plugins)
+    llm.script(model_name, *research_to_the_gate())
+    async with running_worker(client, settings):
+        handle = await start(client, settings, agent="research", task="Durable execution")
+        await wait_for_status(handle, lambda s: s.status == "awaiting_approval")
+        await handle.terminate("test over")
+    spans = [s for s in exporter.get_finished_spans() if s.name.startswith("execute_tool ")]
+    assert [s.name for s in spans] == [
+        "execute_tool search_corpus",
+        "execute_tool write_draft",
+        "execute_tool review_draft",
+    ]
+    search = spans[0].attributes
+    assert search is not None
+    assert search["gen_ai.operation.name"] == "execute_tool"
+    assert search["gen_ai.tool.name"] == "search_corpus"
+    assert (search["fsmflow.agent"], search["fsmflow.state"]) == ("research", "research")
+    assert str(search["gen_ai.tool.call.id"]).startswith(f"{handle.id}/")
