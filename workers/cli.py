@@ -181,7 +181,7 @@ def cmd_dev(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from workers import dev
 
     ports = dev.Ports.from_env()
-    for name in ("temporal", "ui", "llm"):
+    for name in ("temporal", "ui", "llm", "api"):
         value = getattr(args, f"{name}_port", None)
         if value is not None:
             setattr(ports, name, value)
@@ -501,12 +501,14 @@ def build_parser() -> argparse.ArgumentParser:
         "dev",
         help="manage the local stack (Temporal, embedded model, worker)",
         description="Manage the local stack under .fsmflow/: the Temporal dev server, the "
-        "embedded model (unless OPENAI_BASE_URL points elsewhere) and a worker.",
+        "embedded model (unless OPENAI_BASE_URL points elsewhere), a worker and the HTTP "
+        "API (its token for you in .fsmflow/api-tokens, mode 0600).",
     )
     dev.add_argument("action", choices=["up", "down", "status"])
     dev.add_argument("--temporal-port", type=int, help="default 7233 (FSMFLOW_DEV_TEMPORAL_PORT)")
     dev.add_argument("--ui-port", type=int, help="default 8233 (FSMFLOW_DEV_UI_PORT)")
     dev.add_argument("--llm-port", type=int, help="default 8088 (FSMFLOW_DEV_LLM_PORT)")
+    dev.add_argument("--api-port", type=int, help="default 8000 (FSMFLOW_DEV_API_PORT)")
     dev.set_defaults(handler=cmd_dev)
 
     demo = commands.add_parser(
