@@ -383,9 +383,14 @@ def create_app(settings: Settings, *, tokens: Tokens, runs: Runs | None = None) 
         return {"ok": True}
 
     @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> dict[str, Any]:
-        await runs.ready()
-        return {"ok": True, "temporal": settings.temporal_address}
+    async def readyz() -> dict[str, bool]:
+        # Unauthenticated (probes): says whether, never where or why (that is logged).
+        try:
+            await runs.ready()
+        except ApiError as exc:
+            log.warning("api.not_ready", problem=exc.message)
+            raise ApiError(503, "not ready: Temporal does not answer") from None
+        return {"ok": True}
 
     app.state.runs = runs
     return app
