@@ -322,6 +322,11 @@ async def test_a_message_the_run_refuses_is_409_or_422(
         resent = await api.post(f"/v1/runs/{workflow_id}/messages", last)
         ended = await api.post(f"/v1/runs/{workflow_id}/messages", {"text": "hello?"})
         decided = await api.post(f"/v1/runs/{workflow_id}/decision", {"decision": "approve"})
+        # A message that would start a conversation is checked before it starts one.
+        fresh = f"api-{uuid.uuid4().hex[:8]}"
+        starting = {"text": "x" * 11, "agent": "contact_form"}
+        not_started = await api.post(f"/v1/runs/{fresh}/messages", starting)
+        never = await api.get(f"/v1/runs/{fresh}")
     assert (long.status_code, long.json()["error"]["field"]) == (422, "text"), long.text
     assert long.json()["error"]["message"] == (
         "message refused: the message has 11 characters; the limit is 10"
@@ -331,6 +336,8 @@ async def test_a_message_the_run_refuses_is_409_or_422(
     assert ended.status_code == 409, ended.text
     assert ended.json()["error"]["message"] == f"message refused: run '{workflow_id}' has ended"
     assert decided.status_code == 409
+    assert (not_started.status_code, not_started.json()["error"]["field"]) == (422, "text")
+    assert never.status_code == 404
 
 
 async def test_no_approval_gate_open_is_409(

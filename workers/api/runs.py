@@ -436,6 +436,16 @@ class Runs:
             facts = await self.message_target(identity, workflow_id, request)
             try:
                 if facts is None:
+                    # The run would be started even if it then refused the message:
+                    # refuse it first, by the limit the workers' settings give new runs.
+                    limit = self.settings.max_message_chars
+                    if len(request.text) > limit:
+                        raise ApiError(
+                            422,
+                            f"message refused: the message has {len(request.text)} "
+                            f"characters; the limit is {limit}",
+                            field="text",
+                        )
                     operation = self._with_start(workflow_id, request, identity)
                     try:
                         outcome = await self._with_start_call(
