@@ -15,7 +15,7 @@ import httpx
 from temporalio.client import Client
 
 from tests.conftest import EXAMPLES, free_port
-from workers.api import server, tokens_of
+from workers.api import Runs, server, tokens_of
 from workers.settings import Settings
 
 TOKENS = {
@@ -155,9 +155,9 @@ class Api:
 
 
 @asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[Api]:
+async def serving(settings: Settings, *, runs: Runs | None = None) -> AsyncIterator[Api]:
     """The API on ``settings.api_port`` in this process, until the block ends."""
-    uvicorn_server = server(settings, tokens_of(settings))
+    uvicorn_server = server(settings, tokens_of(settings), runs=runs)
     task = asyncio.create_task(uvicorn_server.serve())
     try:
         while not uvicorn_server.started:

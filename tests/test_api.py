@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
+from schemas.api import RunView
 from schemas.workflow import AgentResult
 from tests.api_helpers import agents_dir, api_settings, gated, serving
 from tests.conftest import free_port, make_settings, running_worker
 from tests.llm_server import ScriptedLlm, say
+from workers.api import Identity, Runs
 from workers.settings import Settings
 
 
@@ -449,3 +451,21 @@ async def test_the_events_of_a_run_without_a_stream_are_501(
     assert response.status_code == 501 and not received
     assert response.json()["error"]["code"] == "not_streaming"
     assert missing.status_code == 404
+
+
+async def test_an_unexpected_error_is_500_without_its_details(
+    client: Client, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Broken(Runs):
+        async def view(self, identity: Identity, workflow_id: str) -> RunView:
+            raise RuntimeError("secret detail from deep inside")
+
+    settings = api_settings(settings, client)
+    async with serving(settings, runs=Broken(settings)) as api:
+        response = await api.get("/v1/runs/x")
+    assert response.status_code == 500
+    assert response.json()["error"] == {
+        "code": "internal",
+        "message": "internal error (the API's log has the details)",
+    }
+    assert "secret detail" in capsys.readouterr().out  # logged, with its traceback

@@ -39,7 +39,13 @@ from schemas.definition import AGENT_NAME_PATTERN
 from schemas.run import Reply
 from workers.api import events
 from workers.api.auth import Identity, RateLimiter, Tokens
-from workers.api.errors import ApiError, api_error, http_error, validation_error
+from workers.api.errors import (
+    ApiError,
+    api_error,
+    http_error,
+    internal_error,
+    validation_error,
+)
 from workers.api.runs import Runs
 from workers.settings import Settings, parse_rate
 
@@ -224,6 +230,7 @@ def create_app(settings: Settings, *, tokens: Tokens, runs: Runs | None = None) 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, internal_error)
     app.add_middleware(BodyLimit, limit=settings.api_max_body)
     app.add_middleware(AccessLog)
     app.state.settings = settings

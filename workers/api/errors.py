@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,6 +25,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from schemas.api import ErrorBody, ErrorDetail
 from workers.commands import explain
 from workers.text import printable
+
+log = structlog.get_logger("fsmflow.api")
 
 _CODES = {
     400: "bad_request",
@@ -165,6 +168,18 @@ async def http_error(request: Request, error: Exception) -> JSONResponse:
     elif error.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
     return ApiError(error.status_code, message, headers=dict(error.headers or {})).response()
+
+
+async def internal_error(request: Request, error: Exception) -> JSONResponse:
+    """Anything unexpected: logged with its traceback, answered without its details."""
+    log.error(
+        "api.internal_error",
+        method=request.method,
+        path=request.url.path,
+        error=type(error).__name__,
+        exc_info=error,
+    )
+    return ApiError(500, "internal error (the API's log has the details)").response()
 
 
 async def api_error(request: Request, error: Exception) -> JSONResponse:

@@ -122,14 +122,24 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object (or a list holding one first), else ``{}``.
+
+    What a history holds was written by whoever started the run: read it warily.
+    """
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return value if isinstance(value, dict) else {}
+
+
 def _definition_name(start: dict[str, Any]) -> str | None:
     """The agent a start input names: by name, inline, or in a handed-over snapshot."""
     if isinstance(start.get("agent"), str):
         return str(start["agent"])
     for definition in (
         start.get("definition"),
-        (start.get("snapshot") or {}).get("agent", {}).get("definition"),
-        (start.get("carried") or {}).get("definition"),
+        _mapping(_mapping(start.get("snapshot")).get("agent")).get("definition"),
+        _mapping(start.get("carried")).get("definition"),
     ):
         if isinstance(definition, dict) and isinstance(definition.get("name"), str):
             return str(definition["name"])
@@ -203,8 +213,7 @@ class Runs:
         async for event in handle.fetch_history_events(page_size=1):
             if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
                 payloads = list(event.workflow_execution_started_event_attributes.input.payloads)
-                values = await client.data_converter.decode(payloads) if payloads else []
-                return values[0] if values and isinstance(values[0], dict) else {}
+                return _mapping(await client.data_converter.decode(payloads) if payloads else [])
             break
         return {}
 
@@ -258,10 +267,10 @@ class Runs:
             kind = event.event_type
             if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
                 payloads = list(event.workflow_execution_started_event_attributes.input.payloads)
-                start = (await client.data_converter.decode(payloads))[0] if payloads else {}
-                handed = (start or {}).get("snapshot") or {}
-                raw = (handed.get("agent") or {}).get("definition") or (
-                    (start or {}).get("carried") or {}
+                start = _mapping((await client.data_converter.decode(payloads))[0:1])
+                handed = _mapping(start.get("snapshot"))
+                raw = _mapping(handed.get("agent")).get("definition") or _mapping(
+                    start.get("carried")
                 ).get("definition")
             elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
                 attributes = event.activity_task_scheduled_event_attributes
@@ -271,8 +280,8 @@ class Runs:
                 attributes = event.activity_task_completed_event_attributes
                 if attributes.scheduled_event_id == resolve_id:
                     payloads = list(attributes.result.payloads)
-                    result = (await client.data_converter.decode(payloads))[0]
-                    raw = (result.get("definition") or {}).get("definition")
+                    result = _mapping((await client.data_converter.decode(payloads))[0:1])
+                    raw = _mapping(result.get("definition")).get("definition")
             if raw is not None or seen >= HISTORY_SCAN:
                 break
         if not isinstance(raw, dict):
