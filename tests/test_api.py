@@ -12,7 +12,7 @@ from temporalio.client import Client
 
 from schemas.api import RunView
 from schemas.workflow import AgentResult
-from tests.api_helpers import agents_dir, api_settings, gated, serving
+from tests.api_helpers import STREAMING, agents_dir, api_settings, gated, serving
 from tests.conftest import free_port, make_settings, running_worker
 from tests.llm_server import ScriptedLlm, say
 from workers.api import Identity, Runs
@@ -405,6 +405,7 @@ async def test_temporal_unreachable_is_503(client: Client, settings: Settings) -
     assert ready.status_code == 503 and health.status_code == 200
 
 
+@pytest.mark.skipif(STREAMING, reason="runs stream: tests/test_api_streaming.py")
 async def test_a_streamed_message_ends_with_its_reply(
     client: Client, llm: ScriptedLlm, model_name: str, settings: Settings
 ) -> None:
@@ -439,6 +440,7 @@ async def test_a_streamed_message_ends_with_its_reply(
     assert missing.status_code == 404
 
 
+@pytest.mark.skipif(STREAMING, reason="runs stream: tests/test_api_streaming.py")
 async def test_the_events_of_a_run_without_a_stream_are_501(
     client: Client, llm: ScriptedLlm, model_name: str, settings: Settings
 ) -> None:

@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from tests.api_helpers import Sse, agents_dir, api_settings, gated, serving
-from tests.conftest import ROOT, make_settings, running_worker
+from tests.api_helpers import STREAMING, Sse, agents_dir, api_settings, gated, serving
+from tests.conftest import make_settings, running_worker
 from tests.llm_server import ScriptedLlm, say
 from workers.settings import Settings
 
-STREAMING = "workflow_streams" in (ROOT / "workflows" / "agent.py").read_text()
 pytestmark = pytest.mark.skipif(not STREAMING, reason="the workflow hosts no event stream yet")
 
 
