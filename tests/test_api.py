@@ -303,10 +303,15 @@ async def test_an_agent_the_workers_do_not_know_is_422(
     settings = api_settings(settings, client)
     async with running_worker(client, settings), serving(settings) as api:
         response = await api.post("/v1/runs", {"agent": "no_such_agent"})
+        context = await api.post("/v1/runs", {"agent": "contact_form", "context": {"bogus": 1}})
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["field"] == "agent"
     assert "definition refused" in error["message"] and "no_such_agent" in error["message"]
+    assert context.status_code == 422, context.text
+    assert context.json()["error"]["field"] == "context"
+    assert "initial context refused" in context.json()["error"]["message"]
+    assert "bogus" in context.json()["error"]["message"]
 
 
 async def test_a_message_the_run_refuses_is_409_or_422(
