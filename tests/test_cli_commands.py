@@ -290,6 +290,7 @@ async def test_approve_when_no_gate_is_open(
         "ls",
         "dev",
         "demo",
+        "api",
     ],
 )
 async def test_every_command_has_help(

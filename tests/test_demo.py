@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -38,7 +41,7 @@ def fsmflow(
 @pytest.mark.timeout(900)
 def test_demo_from_dev_up_to_dev_down(tmp_path: Path) -> None:
     shutil.copytree(EXAMPLES, tmp_path / "examples")
-    temporal, ui, llm, health, metrics = free_ports(5)
+    temporal, ui, llm, health, metrics, api = free_ports(6)
     env = {
         key: value
         for key, value in os.environ.items()
@@ -51,6 +54,7 @@ def test_demo_from_dev_up_to_dev_down(tmp_path: Path) -> None:
         FSMFLOW_DEV_LLM_PORT=str(llm),
         FSMFLOW_DEV_HEALTH_PORT=str(health),
         FSMFLOW_DEV_METRICS_PORT=str(metrics),
+        FSMFLOW_DEV_API_PORT=str(api),
         TEMPORAL_ADDRESS=f"127.0.0.1:{temporal}",
         FSMFLOW_UI_URL=f"http://127.0.0.1:{ui}",
     )
@@ -58,11 +62,18 @@ def test_demo_from_dev_up_to_dev_down(tmp_path: Path) -> None:
         up = fsmflow(tmp_path, env, "dev", "up", timeout=300)
         assert up.returncode == 0, up.stdout + up.stderr
         assert f"Web UI at http://127.0.0.1:{ui}" in up.stdout
+        # The API, with a token for the local user in a file only they can read.
+        tokens = tmp_path / ".fsmflow" / "api-tokens"
+        identity, token = tokens.read_text().strip().split(":")
+        assert stat.S_IMODE(tokens.stat().st_mode) == 0o600
+        assert f"API at http://127.0.0.1:{api} as {identity!r}" in up.stdout
+        assert token not in up.stdout + up.stderr
         status = fsmflow(tmp_path, env, "dev", "status")
-        assert status.returncode == 0 and status.stdout.count("healthy") == 3, status.stdout
+        assert status.returncode == 0 and status.stdout.count("healthy") == 4, status.stdout
         # A second `up` finds everything running and changes nothing.
         again = fsmflow(tmp_path, env, "dev", "up")
-        assert again.stdout.count("already running") == 3, again.stdout
+        assert again.stdout.count("already running") == 4, again.stdout
+        assert tokens.read_text().strip() == f"{identity}:{token}"
 
         demo = fsmflow(tmp_path, env, "demo", timeout=900)
         output = demo.stdout
@@ -75,7 +86,15 @@ def test_demo_from_dev_up_to_dev_down(tmp_path: Path) -> None:
         # The run was started and is listed through the visibility store.
         listed = fsmflow(tmp_path, env, "ls")
         assert listed.returncode == 0 and "demo-research-" in listed.stdout
-        for name in ("temporal", "llm", "worker"):
+        # ... and through the API, with the local user's token.
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{api}/v1/runs?limit=100",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            runs = json.load(response)["runs"]
+        assert any(run["id"].startswith("demo-research-") for run in runs), runs
+        for name in ("temporal", "llm", "worker", "api"):
             assert (tmp_path / ".fsmflow" / f"{name}.log").exists()
         assert (tmp_path / ".fsmflow" / "temporal.db").exists()
         # Runs survive `dev down` / `dev up`: the dev server persists to SQLite.
@@ -87,6 +106,26 @@ def test_demo_from_dev_up_to_dev_down(tmp_path: Path) -> None:
         down = fsmflow(tmp_path, env, "dev", "down", timeout=120)
     assert down.returncode == 0
     assert fsmflow(tmp_path, env, "dev", "status").returncode == 1
+
+
+def test_the_local_user_gets_one_api_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.dev import API_TOKENS, Ports, api_token, services
+
+    home = tmp_path / ".fsmflow"
+    monkeypatch.setenv("USER", "ada lovelace")
+    monkeypatch.delenv("FSMFLOW_API_TOKENS", raising=False)
+    monkeypatch.delenv("FSMFLOW_API_TOKENS_FILE", raising=False)
+    assert api_token(home) == "ada-lovelace"
+    first = (home / API_TOKENS).read_text()
+    (home / API_TOKENS).chmod(0o644)
+    assert api_token(home) == "ada-lovelace" and (home / API_TOKENS).read_text() == first
+    assert stat.S_IMODE((home / API_TOKENS).stat().st_mode) == 0o600
+    (api,) = [s for s in services(Ports(), home) if s.name == "api"]
+    assert api.env["FSMFLOW_API_TOKENS_FILE"] == str(home / API_TOKENS)
+    # Tokens of the user's own: the stack's file is not used.
+    monkeypatch.setenv("FSMFLOW_API_TOKENS", "me:0123456789abcdef0123")
+    (api,) = [s for s in services(Ports(), home) if s.name == "api"]
+    assert "FSMFLOW_API_TOKENS_FILE" not in api.env
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
@@ -108,8 +147,13 @@ def test_the_embedded_model_is_skipped_for_another_endpoint(
 
     ports = Ports()
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    assert [s.name for s in services(ports, Path(".fsmflow"))] == ["temporal", "llm", "worker"]
+    assert [s.name for s in services(ports, Path(".fsmflow"))] == [
+        "temporal",
+        "llm",
+        "worker",
+        "api",
+    ]
     monkeypatch.setenv("OPENAI_BASE_URL", "https://api.openai.com/v1")
     stack = services(ports, Path(".fsmflow"))
-    assert [s.name for s in stack] == ["temporal", "worker"]
-    assert "OPENAI_BASE_URL" not in stack[-1].env  # the worker keeps the user's endpoint
+    assert [s.name for s in stack] == ["temporal", "worker", "api"]
+    assert "OPENAI_BASE_URL" not in stack[1].env  # the worker keeps the user's endpoint

@@ -181,7 +181,7 @@ def cmd_dev(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from workers import dev
 
     ports = dev.Ports.from_env()
-    for name in ("temporal", "ui", "llm"):
+    for name in ("temporal", "ui", "llm", "api"):
         value = getattr(args, f"{name}_port", None)
         if value is not None:
             setattr(ports, name, value)
@@ -266,6 +266,63 @@ def cmd_store(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except (StoreError, RuntimeError) as exc:
         print(f"fsmflow store {args.action}: {exc}", file=err)
         return 1
+
+
+def cmd_api(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Serve the HTTP API until SIGTERM/SIGINT."""
+    import asyncio
+    import signal
+
+    import structlog
+
+    from workers.api import TokenError, server, tokens_of
+    from workers.logging import configure_logging
+    from workers.settings import Settings
+
+    overrides = {
+        name: value
+        for name, value in (("api_host", args.host), ("api_port", args.port))
+        if value is not None
+    }
+    try:
+        settings = Settings.load(**overrides)
+    except ValueError as exc:
+        print(f"fsmflow api: invalid settings: {exc}", file=err)
+        return 2
+    try:
+        tokens = tokens_of(settings)
+    except TokenError as exc:
+        print(f"fsmflow api: {exc}", file=err)
+        return 2
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    summary = settings.safe_summary()
+    structlog.get_logger("fsmflow.api").info(
+        "api.starting",
+        url=f"http://{settings.api_host}:{settings.api_port}",
+        max_body=settings.api_max_body,
+        rate=settings.api_rate,
+        **tokens.summary(),
+        **{
+            key: summary[key]
+            for key in ("temporal_address", "namespace", "task_queue", "tls", "payload_key")
+        },
+    )
+    uvicorn_server = server(settings, tokens)
+    # uvicorn handles SIGTERM (a graceful stop), then raises it again once stopped:
+    # that second one is ignored, so a stop asked for is exit 0, like the worker's.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        asyncio.run(uvicorn_server.serve())
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    if not uvicorn_server.started:
+        print(
+            f"fsmflow api: cannot listen on {settings.api_host}:{settings.api_port} "
+            "(see the log above)",
+            file=err,
+        )
+        return 1
+    return 0
 
 
 def cmd_codec_server(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -444,12 +501,14 @@ def build_parser() -> argparse.ArgumentParser:
         "dev",
         help="manage the local stack (Temporal, embedded model, worker)",
         description="Manage the local stack under .fsmflow/: the Temporal dev server, the "
-        "embedded model (unless OPENAI_BASE_URL points elsewhere) and a worker.",
+        "embedded model (unless OPENAI_BASE_URL points elsewhere), a worker and the HTTP "
+        "API (its token for you in .fsmflow/api-tokens, mode 0600).",
     )
     dev.add_argument("action", choices=["up", "down", "status"])
     dev.add_argument("--temporal-port", type=int, help="default 7233 (FSMFLOW_DEV_TEMPORAL_PORT)")
     dev.add_argument("--ui-port", type=int, help="default 8233 (FSMFLOW_DEV_UI_PORT)")
     dev.add_argument("--llm-port", type=int, help="default 8088 (FSMFLOW_DEV_LLM_PORT)")
+    dev.add_argument("--api-port", type=int, help="default 8000 (FSMFLOW_DEV_API_PORT)")
     dev.set_defaults(handler=cmd_dev)
 
     demo = commands.add_parser(
@@ -481,6 +540,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="cleanup: list what would go, remove nothing"
     )
     store.set_defaults(handler=cmd_store)
+
+    api = commands.add_parser(
+        "api",
+        help="serve the HTTP API (start, message, decide, list, follow runs)",
+        description="Serve fsmflow's HTTP API under /v1 (OpenAPI at /openapi.json; "
+        "docs/api.md) on FSMFLOW_API_HOST:FSMFLOW_API_PORT (127.0.0.1:8000). Callers send "
+        "a bearer token of FSMFLOW_API_TOKENS or FSMFLOW_API_TOKENS_FILE "
+        "(identity:token[:agent1|agent2]); it refuses to start without one.",
+    )
+    api.add_argument("--host", help="default FSMFLOW_API_HOST (127.0.0.1)")
+    api.add_argument("--port", type=int, help="default FSMFLOW_API_PORT (8000)")
+    api.set_defaults(handler=cmd_api)
 
     codec = commands.add_parser(
         "codec-server",

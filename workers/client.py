@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from temporalio.client import (
     Client,
@@ -13,6 +13,8 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowUpdateHandle,
+    WorkflowUpdateStage,
 )
 from temporalio.exceptions import ApplicationError
 from temporalio.runtime import Runtime
@@ -21,6 +23,8 @@ from temporalio.service import RPCError
 from schemas.workflow import AgentResult, MessageInput, Reply
 from workers.codec import data_converter
 from workers.settings import Settings
+
+T = TypeVar("T")
 
 
 def _tls(settings: Settings) -> TLSConfig | bool:
@@ -111,6 +115,35 @@ async def register_search_attributes(client: Client, namespace: str = "default")
     )
 
 
+async def _to_newest_run(
+    client: Client,
+    workflow_id: str,
+    call: Callable[[WorkflowHandle[Any, Any]], Awaitable[T]],
+    attempts: int,
+) -> T:
+    """``call`` on the newest run of ``workflow_id``, again if that run just continued as new.
+
+    A run continues as new between two messages; a message that reaches the old
+    run in that instant is refused ("workflow execution already completed") and
+    never applied, so it is sent again, with the same id, to the new run.
+    """
+    for attempt in range(attempts):
+        handle = client.get_workflow_handle(workflow_id)
+        try:
+            return await call(handle)
+        except RPCError as exc:
+            if "already completed" not in exc.message or attempt == attempts - 1:
+                raise
+            status = (await handle.describe()).status
+            if status not in (
+                WorkflowExecutionStatus.RUNNING,
+                WorkflowExecutionStatus.CONTINUED_AS_NEW,
+            ):
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 async def send_message(
     client: Client,
     workflow_id: str,
@@ -123,26 +156,35 @@ async def send_message(
 
     The message goes as an update with ``update_id`` (a new one when not given):
     sending it again with the same id returns the same reply and runs no second
-    turn, also after the run continued as new. A run continues as new between two
-    messages; a message that reaches the old run in that instant is refused
-    ("workflow execution already completed") and never applied, so it is sent
-    again, with the same id, to the new run.
+    turn, also after the run continued as new.
     """
     update_id = update_id or f"msg-{uuid.uuid4()}"
-    for attempt in range(attempts):
-        handle = client.get_workflow_handle(workflow_id)
-        try:
-            return await handle.execute_update(
-                "send_message", MessageInput(text=text), id=update_id, result_type=Reply
-            )
-        except RPCError as exc:
-            if "already completed" not in exc.message or attempt == attempts - 1:
-                raise
-            status = (await handle.describe()).status
-            if status not in (
-                WorkflowExecutionStatus.RUNNING,
-                WorkflowExecutionStatus.CONTINUED_AS_NEW,
-            ):
-                raise
-            await asyncio.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
+
+    async def call(handle: WorkflowHandle[Any, Any]) -> Reply:
+        return await handle.execute_update(
+            "send_message", MessageInput(text=text), id=update_id, result_type=Reply
+        )
+
+    return await _to_newest_run(client, workflow_id, call, attempts)
+
+
+async def start_message(
+    client: Client, workflow_id: str, text: str, *, update_id: str, attempts: int = 6
+) -> WorkflowUpdateHandle[Reply]:
+    """``send_message``, returning once the run accepted the message (its validator let it in).
+
+    ``await handle.result()`` is the reply. For callers that do something while
+    the turn runs (the HTTP API streams its events); ``send_message`` costs one
+    call less.
+    """
+
+    async def call(handle: WorkflowHandle[Any, Any]) -> WorkflowUpdateHandle[Reply]:
+        return await handle.start_update(
+            "send_message",
+            MessageInput(text=text),
+            id=update_id,
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            result_type=Reply,
+        )
+
+    return await _to_newest_run(client, workflow_id, call, attempts)

@@ -49,7 +49,8 @@ class CommandError(Exception):
     """A failure to report as one line, with a non-zero exit."""
 
 
-def _explain(error: BaseException, workflow_id: str | None = None) -> str:
+def explain(error: BaseException, workflow_id: str | None = None) -> str:
+    """One line saying what a Temporal error means (the CLI's and the HTTP API's words)."""
     if isinstance(error, RPCError) and error.status == RPCStatusCode.NOT_FOUND and workflow_id:
         return f"no workflow {workflow_id!r} ({error.message})"
     if isinstance(error, WorkflowUpdateFailedError | WorkflowFailureError):
@@ -133,13 +134,13 @@ async def run(
             result_type=AgentResult,
         )
     except RPCError as exc:
-        raise CommandError(f"cannot start {workflow_id!r}: {_explain(exc)}") from None
+        raise CommandError(f"cannot start {workflow_id!r}: {explain(exc)}") from None
     out.write(f"started {printable(handle.id)}\n{ui_link(settings, handle.id)}\n")
     if wait:
         try:
             result = await run_result(handle)
         except WorkflowFailureError as exc:
-            raise CommandError(f"run {handle.id} failed: {_explain(exc)}") from None
+            raise CommandError(f"run {handle.id} failed: {explain(exc)}") from None
         out.write(printable_json(result.model_dump_json(indent=2)) + "\n")
         if result.status == "failed":
             raise CommandError(f"run {handle.id} failed: {result.end_reason}")
@@ -154,7 +155,7 @@ async def send(
     try:
         reply = await send_message(client, workflow_id, text, update_id=update_id)
     except (WorkflowUpdateFailedError, RPCError) as exc:
-        raise CommandError(f"message refused: {_explain(exc, workflow_id)}") from None
+        raise CommandError(f"message refused: {explain(exc, workflow_id)}") from None
     _print_reply(reply, out)
     return 0
 
@@ -171,7 +172,7 @@ async def decide(
             result_type=DecisionResult,
         )
     except (WorkflowUpdateFailedError, RPCError) as exc:
-        raise CommandError(f"{decision} refused: {_explain(exc, workflow_id)}") from None
+        raise CommandError(f"{decision} refused: {explain(exc, workflow_id)}") from None
     out.write(
         printable(f"{decision}d by {by or 'anonymous'}: now in {result.state} ({result.status})")
         + "\n"
@@ -186,7 +187,7 @@ async def status(settings: Settings, workflow_id: str, out: TextIO) -> int:
     try:
         description = await handle.describe()
     except RPCError as exc:
-        raise CommandError(_explain(exc, workflow_id)) from None
+        raise CommandError(explain(exc, workflow_id)) from None
     try:
         current = await asyncio.wait_for(handle.query("status", result_type=AgentStatus), timeout=5)
     except (WorkflowQueryFailedError, RPCError, TimeoutError):
@@ -256,7 +257,7 @@ async def trace(settings: Settings, workflow_id: str, out: TextIO) -> int:
         history = await _handle(client, workflow_id).fetch_history()
         entries = await trace_from_history(history, data_converter=client.data_converter)
     except RPCError as exc:
-        raise CommandError(_explain(exc, workflow_id)) from None
+        raise CommandError(explain(exc, workflow_id)) from None
     except ReplayError as exc:
         raise CommandError(f"cannot replay {workflow_id!r}: {exc}") from None
     for entry in entries:
@@ -304,7 +305,7 @@ async def ls(
             )
             rows.append(tuple(printable(value) for value in row))
     except RPCError as exc:
-        raise CommandError(f"cannot list runs: {_explain(exc)}") from None
+        raise CommandError(f"cannot list runs: {explain(exc)}") from None
     header = ("WORKFLOW ID", "AGENT", "STATE", "APPROVAL", "FSM STATUS", "RUN", "STARTED (UTC)")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
@@ -341,7 +342,7 @@ async def chat(
         except RPCError as exc:
             raise CommandError(
                 f"{target!r} is neither an agent in {settings.agents_dir} nor a workflow: "
-                f"{_explain(exc, workflow_id)}"
+                f"{explain(exc, workflow_id)}"
             ) from None
     out.write("Type a message; an empty line or Ctrl-D ends the chat.\n")
     while True:
@@ -354,7 +355,7 @@ async def chat(
         try:
             reply = await send_message(client, workflow_id, line.rstrip("\n"))
         except (WorkflowUpdateFailedError, RPCError) as exc:
-            out.write(f"! {printable(_explain(exc, workflow_id))}\n")
+            out.write(f"! {printable(explain(exc, workflow_id))}\n")
             continue
         _print_reply(reply, out)
         if reply.status == "awaiting_approval":

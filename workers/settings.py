@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from activities.llm import LlmConfig, ModelEndpoint, redact_url
@@ -26,6 +26,31 @@ from workers.codec import KEY_ID_PATTERN, KeyRing, parse_keys
 DEFAULT_TASK_QUEUE = "fsmflow-agents"
 DEFAULT_LOCAL_MODEL = "smollm2-135m-instruct"
 DEFAULT_LOCAL_LLM_PORT = 8088
+DEFAULT_API_PORT = 8000
+DEFAULT_API_MAX_BODY = 128 * 1024
+"""Bytes of a request body the API reads at most. The largest start input a run
+accepts (a 64,000-byte context, a 16,000-character task, an agent name:
+``schemas.workflow``) is about 80 KB as JSON; this leaves room for escapes."""
+
+_RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(spec: str) -> tuple[float, float] | None:
+    """``FSMFLOW_API_RATE`` as (bucket size, tokens per second); None when it is off.
+
+    ``20/s``, ``600/m`` or ``10000/h``: that many requests per unit, in bursts of
+    up to that many; ``off`` (or ``0``) turns the limit off.
+
+    Raises:
+        ValueError: If the value has another form.
+    """
+    text = spec.strip().lower()
+    if text in ("off", "0"):
+        return None
+    count, _, unit = text.partition("/")
+    if not count.isdigit() or int(count) < 1 or unit not in _RATE_UNITS:
+        raise ValueError("expected requests per unit, like 20/s, 600/m or 10000/h, or off")
+    return float(count), int(count) / _RATE_UNITS[unit]
 
 
 def split_modules(spec: str) -> list[str]:
@@ -134,6 +159,26 @@ class Settings(BaseSettings):
     """Comma-separated keys, same form, that only decrypt (older keys, keys rolling out)."""
     codec_server_token: SecretStr | None = Field(None, alias="FSMFLOW_CODEC_SERVER_TOKEN")
     """When set, ``fsmflow codec-server`` wants ``Authorization: Bearer <token>``."""
+
+    api_host: str = Field("127.0.0.1", alias="FSMFLOW_API_HOST")
+    """Where ``fsmflow api`` listens (loopback unless told otherwise)."""
+    api_port: int = Field(DEFAULT_API_PORT, alias="FSMFLOW_API_PORT", ge=1, le=65535)
+    api_tokens: SecretStr | None = Field(None, alias="FSMFLOW_API_TOKENS")
+    """Comma-separated ``identity:token`` (or ``identity:token:agent1|agent2``)."""
+    api_tokens_file: Path | None = Field(None, alias="FSMFLOW_API_TOKENS_FILE")
+    """One ``identity:token[:agent1|agent2]`` a line; read again when it changes."""
+    api_max_body: int = Field(
+        DEFAULT_API_MAX_BODY, alias="FSMFLOW_API_MAX_BODY", ge=1024, le=16 * 1024 * 1024
+    )
+    """Bytes of a request body the API reads at most (413 beyond)."""
+    api_rate: str = Field("20/s", alias="FSMFLOW_API_RATE")
+    """Requests per identity: ``20/s``, ``600/m``, ``10000/h`` or ``off`` (429 beyond)."""
+
+    @field_validator("api_rate")
+    @classmethod
+    def _rate_parses(cls, value: str) -> str:
+        parse_rate(value)
+        return value
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -264,6 +309,8 @@ class Settings(BaseSettings):
             "temporal_api_key": "set" if self.temporal_api_key else "unset",
             "payload_key": _key_summary(self.payload_key),
             "payload_decrypt_keys": _key_summary(self.payload_decrypt_keys),
+            "api_tokens": "set" if self.api_tokens else "unset",
+            "api_tokens_file": str(self.api_tokens_file) if self.api_tokens_file else None,
         }
 
 

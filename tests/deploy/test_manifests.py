@@ -1,6 +1,6 @@
 """deploy/ checked offline: the image lints clean, every manifest rendered by the
 real kustomize (``kubectl kustomize``) is valid against the Kubernetes schemas,
-and the manifests set only the environment variables the worker reads."""
+and the manifests set only the environment variables the worker and the API read."""
 
 from __future__ import annotations
 
@@ -47,10 +47,15 @@ VARIANTS = {
     "cloud-mtls": (OVERLAYS / "cloud", [COMPONENTS / "cloud-mtls"]),
     "cloud-cnpg": (OVERLAYS / "cloud", [COMPONENTS / "cloudnativepg"]),
     "local-keda": (OVERLAYS / "local", [COMPONENTS / "keda"]),
+    "cloud-api": (OVERLAYS / "cloud", [COMPONENTS / "api"]),
+    # The api component before cloud-mtls, which then finds the API to patch.
+    "cloud-mtls-api": (OVERLAYS / "cloud", [COMPONENTS / "api", COMPONENTS / "cloud-mtls"]),
 }
 # The variants with PostgreSQL in the cluster (CloudNativePG); the others name a
 # server in the Secret.
 CNPG_VARIANTS = ["local", "cloud-cnpg", "local-keda"]
+# The variants with the HTTP API (the local overlay includes its component).
+API_VARIANTS = ["local", "local-keda", "cloud-api", "cloud-mtls-api"]
 
 
 def kubectl() -> str:
@@ -109,16 +114,27 @@ def rendered(variant: str) -> list[dict[str, Any]]:
     return [r for r in yaml.safe_load_all(rendering(variant)) if r]
 
 
-def one(resources: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    (found,) = [r for r in resources if r["kind"] == kind]
+def one(resources: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    (found,) = [r for r in resources if r["kind"] == kind and name in (None, r["metadata"]["name"])]
     return found
+
+
+def deployment(resources: list[dict[str, Any]], name: str = "fsmflow-worker") -> dict[str, Any]:
+    """The Deployment of that name (the worker's by default)."""
+    return one(resources, "Deployment", name)
+
+
+def api_of(resources: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The API's Deployment, in the variants that have one."""
+    named = {r["metadata"]["name"] for r in resources if r["kind"] == "Deployment"}
+    return deployment(resources, "fsmflow-api") if "fsmflow-api" in named else None
 
 
 def pods(resources: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The pod specs of the worker Deployment and of the store cleanup CronJob."""
     cron_job = one(resources, "CronJob")
     return {
-        "Deployment": one(resources, "Deployment")["spec"]["template"]["spec"],
+        "Deployment": deployment(resources)["spec"]["template"]["spec"],
         "CronJob": cron_job["spec"]["jobTemplate"]["spec"]["template"]["spec"],
     }
 
@@ -150,7 +166,7 @@ def worker_config(resources: list[dict[str, Any]]) -> dict[str, str]:
 
 def most_replicas(resources: list[dict[str, Any]]) -> int:
     """The most worker pods at once: the Deployment's count or what an autoscaler allows."""
-    counts = [one(resources, "Deployment")["spec"].get("replicas", 1)]
+    counts = [deployment(resources)["spec"].get("replicas", 1)]
     counts += [
         r["spec"]["maxReplicas"] for r in resources if r["kind"] == "HorizontalPodAutoscaler"
     ]
@@ -174,7 +190,9 @@ def test_manifests_set_only_variables_the_worker_reads(variant: str) -> None:
     resources = rendered(variant)
     config_maps = {r["metadata"]["name"]: r for r in resources if r["kind"] == "ConfigMap"}
     checked = []
-    for container in containers(resources):
+    api = api_of(resources)
+    api_containers = api["spec"]["template"]["spec"]["containers"] if api else []
+    for container in [*containers(resources), *api_containers]:
         names = set(env_of(container))
         for source in container.get("envFrom", []):
             config_map = config_maps[source["configMapRef"]["name"]]  # the reference resolves
@@ -187,12 +205,14 @@ def test_manifests_set_only_variables_the_worker_reads(variant: str) -> None:
             and not read_by_a_shipped_tool(n)
         }
         assert not unknown, (
-            f"{variant}: {container['name']} sets variables the worker does not read: "
+            f"{variant}: {container['name']} sets variables fsmflow does not read: "
             f"{sorted(unknown)}"
         )
         checked.append(container["name"])
-    assert sorted(checked) == ["cleanup", "migrate", "worker"]
-    for pod in pods(resources).values():
+    expected = ["cleanup", "migrate", "worker"] + (["api"] if variant in API_VARIANTS else [])
+    assert sorted(checked) == sorted(expected)
+    api_pods = [api["spec"]["template"]["spec"]] if api else []
+    for pod in [*pods(resources).values(), *api_pods]:
         for volume in pod["volumes"]:
             if "configMap" in volume:
                 assert volume["configMap"]["name"] in config_maps
@@ -201,8 +221,8 @@ def test_manifests_set_only_variables_the_worker_reads(variant: str) -> None:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_drain_fits_in_the_grace_period_and_probes_hit_the_worker(variant: str) -> None:
     resources = rendered(variant)
-    deployment = one(resources, "Deployment")
-    pod = deployment["spec"]["template"]["spec"]
+    worker_deployment = deployment(resources)
+    pod = worker_deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     env = worker_config(resources)
     assert float(env["FSMFLOW_GRACEFUL_SHUTDOWN"]) + 10 <= pod["terminationGracePeriodSeconds"]
@@ -211,17 +231,18 @@ def test_drain_fits_in_the_grace_period_and_probes_hit_the_worker(variant: str) 
     assert int(env["FSMFLOW_HEALTH_PORT"]) == container["ports"][0]["containerPort"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["securityContext"]["runAsNonRoot"] is True
-    labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    pdb = one(resources, "PodDisruptionBudget")
-    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    labels = worker_deployment["spec"]["template"]["metadata"]["labels"]
+    assert worker_deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    pdb = one(resources, "PodDisruptionBudget", "fsmflow-worker")
+    selector = worker_deployment["spec"]["selector"]["matchLabels"]
+    assert pdb["spec"]["selector"]["matchLabels"] == selector
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_only_worker_pods_match_the_worker_selectors(variant: str) -> None:
     resources = rendered(variant)
-    deployment = one(resources, "Deployment")
-    selector = deployment["spec"]["selector"]["matchLabels"]
+    worker_deployment = deployment(resources)
+    selector = worker_deployment["spec"]["selector"]["matchLabels"]
     # A Deployment's selector cannot change in place: this is the one deployed so far.
     assert selector == {
         "app.kubernetes.io/name": "fsmflow-worker",
@@ -232,7 +253,7 @@ def test_only_worker_pods_match_the_worker_selectors(variant: str) -> None:
     cron_job = one(resources, "CronJob")
     cleanup_labels = cron_job["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
     assert not selector.items() <= cleanup_labels.items()
-    for constraint in deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]:
+    for constraint in worker_deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]:
         assert not constraint["labelSelector"]["matchLabels"].items() <= cleanup_labels.items()
 
 
@@ -324,7 +345,7 @@ def test_per_pod_stores_on_a_fleet_are_caught() -> None:
     assert "up to 10 worker pods" in problem and "FSMFLOW_TOOL_LEDGER" in problem
     # One pod, never scaled out: its own SQLite ledger is enough.
     resources = [r for r in resources if r["kind"] != "HorizontalPodAutoscaler"]
-    one(resources, "Deployment")["spec"]["replicas"] = 1
+    deployment(resources)["spec"]["replicas"] = 1
     assert not per_pod_stores_on_a_fleet(resources)
 
 
@@ -333,9 +354,9 @@ def test_keda_replaces_the_hpa_and_scales_the_worker_on_its_queue() -> None:
     assert not [r for r in resources if r["kind"] == "HorizontalPodAutoscaler"]
     scaled = one(resources, "ScaledObject")
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
-    deployment = one(resources, "Deployment")
-    assert scaled["metadata"]["namespace"] == deployment["metadata"]["namespace"]
-    assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    worker_deployment = deployment(resources)
+    assert scaled["metadata"]["namespace"] == worker_deployment["metadata"]["namespace"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == worker_deployment["metadata"]["name"]
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["type"] == "temporal"
     assert trigger["metadata"]["taskQueue"] == worker_config(resources)["FSMFLOW_TASK_QUEUE"]
@@ -354,8 +375,8 @@ def test_cloudnativepg_runs_the_store_for_the_whole_fleet(variant: str) -> None:
     assert set(initdb) == {"database", "owner"}  # no secret given: the operator writes -app
     # The "<cluster>-app" Secret is in the Cluster's namespace; a secretKeyRef
     # reads only the pod's own.
-    deployment = one(resources, "Deployment")
-    assert cluster["metadata"].get("namespace") == deployment["metadata"].get("namespace")
+    worker_deployment = deployment(resources)
+    assert cluster["metadata"].get("namespace") == worker_deployment["metadata"].get("namespace")
     # Every worker's pool at its fullest, at the most replicas plus the one a
     # rollout adds, and the cleanup's, within what the server accepts from
     # users other than the superuser.
@@ -365,7 +386,7 @@ def test_cloudnativepg_runs_the_store_for_the_whole_fleet(variant: str) -> None:
             "FSMFLOW_STORE_POOL_MAX", Settings.model_fields["store_pool_max"].default
         )
     )
-    surge = deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
+    surge = worker_deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
     assert isinstance(surge, int)
     wanted = (most_replicas(resources) + surge + 1) * pool
     available = int(parameters.get("max_connections", 100)) - int(
@@ -377,6 +398,64 @@ def test_cloudnativepg_runs_the_store_for_the_whole_fleet(variant: str) -> None:
 def test_the_component_runs_a_standby_and_the_local_cluster_one_instance() -> None:
     assert one(rendered("local"), "Cluster")["spec"]["instances"] == 1
     assert one(rendered("cloud-cnpg"), "Cluster")["spec"]["instances"] == 2
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_api_is_the_worker_image_behind_its_service(variant: str) -> None:
+    resources = rendered(variant)
+    api = api_of(resources)
+    assert (api is not None) == (variant in API_VARIANTS)
+    if api is None:
+        assert not [r for r in resources if r["kind"] == "Service"]
+        return
+    pod = api["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    worker = named(resources, "worker")
+    assert container["command"] == ["fsmflow", "api"] and container["image"] == worker["image"]
+    # Its settings: the worker's (Temporal, namespace, TLS, task queue) and its own.
+    config_maps = {r["metadata"]["name"]: r["data"] for r in resources if r["kind"] == "ConfigMap"}
+    sources = [source["configMapRef"]["name"] for source in container["envFrom"]]
+    assert sources[0] == worker["envFrom"][0]["configMapRef"]["name"]
+    settings = {k: v for name in sources for k, v in config_maps[name].items()}
+    assert settings["FSMFLOW_API_HOST"] == "0.0.0.0"  # the Service reaches every pod
+    (port,) = container["ports"]
+    assert int(settings["FSMFLOW_API_PORT"]) == port["containerPort"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port["name"]}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port["name"]}
+    # Tokens: a file from the Secret, read-only; never a value in a ConfigMap.
+    env = env_of(container)
+    tokens_file = env["FSMFLOW_API_TOKENS_FILE"]["value"]
+    (mount,) = [
+        m for m in container["volumeMounts"] if tokens_file.startswith(m["mountPath"] + "/")
+    ]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "fsmflow-api-tokens"
+    assert "optional" not in volume["secret"], "no tokens: the pod waits, it does not start"
+    assert volume["secret"]["items"] == [{"key": "tokens", "path": tokens_file.rsplit("/", 1)[1]}]
+    for data in config_maps.values():
+        assert "FSMFLOW_API_TOKENS" not in data, "tokens are secrets"
+    # Only what it needs: no model key, no store DSN.
+    assert not {"OPENAI_API_KEY", "FSMFLOW_STORE_URL"} & set(env)
+    assert env["FSMFLOW_PAYLOAD_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "fsmflow-secrets"
+    # Non-root, read-only, no privileges, like the worker.
+    assert pod["securityContext"] == pods(resources)["Deployment"]["securityContext"]
+    assert container["securityContext"] == worker["securityContext"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["terminationGracePeriodSeconds"] > 10  # the API's own grace (SHUTDOWN_GRACE)
+    # The Service and the disruption budget select the API's pods, and only them.
+    labels = api["spec"]["template"]["metadata"]["labels"]
+    service = one(resources, "Service", "fsmflow-api")
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert service["spec"]["ports"][0]["targetPort"] == port["name"]
+    assert service["spec"]["type"] == "ClusterIP"
+    budget = one(resources, "PodDisruptionBudget", "fsmflow-api")
+    assert budget["spec"]["selector"]["matchLabels"] == api["spec"]["selector"]["matchLabels"]
+    worker_labels = deployment(resources)["spec"]["template"]["metadata"]["labels"]
+    assert not service["spec"]["selector"].items() <= worker_labels.items()
+    worker_selector = deployment(resources)["spec"]["selector"]["matchLabels"]
+    assert not worker_selector.items() <= labels.items(), "the worker's PDB would count it"
+    assert api["metadata"].get("namespace") == deployment(resources)["metadata"].get("namespace")
 
 
 def test_cloud_overlays_authenticate() -> None:
@@ -392,11 +471,25 @@ def test_cloud_overlays_authenticate() -> None:
         assert any(m["name"] == "temporal-tls" for m in container["volumeMounts"])
     for pod in pods(mtls).values():
         assert any(v["name"] == "temporal-tls" for v in pod["volumes"])
+    # The API too: its key from the Secret, or the client certificate.
+    api = api_of(rendered("cloud-api"))
+    assert api is not None
+    (container,) = api["spec"]["template"]["spec"]["containers"]
+    key = env_of(container)["TEMPORAL_API_KEY"]["valueFrom"]["secretKeyRef"]
+    assert (key["name"], key["key"]) == ("fsmflow-secrets", "TEMPORAL_API_KEY")
+    api = api_of(rendered("cloud-mtls-api"))
+    assert api is not None
+    (container,) = api["spec"]["template"]["spec"]["containers"]
+    assert {"TEMPORAL_TLS_CLIENT_CERT_PATH", "TEMPORAL_TLS_CLIENT_KEY_PATH"} <= set(
+        env_of(container)
+    )
+    assert any(m["name"] == "temporal-tls" for m in container["volumeMounts"])
+    assert any(v["name"] == "temporal-tls" for v in api["spec"]["template"]["spec"]["volumes"])
 
 
 def test_config_changes_roll_the_pods() -> None:
-    base = one(rendered("base"), "Deployment")
-    local = one(rendered("local"), "Deployment")
+    base = deployment(rendered("base"))
+    local = deployment(rendered("local"))
 
     def config_name(deployment: dict[str, Any]) -> str:
         container = deployment["spec"]["template"]["spec"]["containers"][0]
@@ -472,7 +565,7 @@ def test_the_image_ships_bytecode_that_stays_valid() -> None:
 
 
 def test_the_validator_catches_a_broken_manifest() -> None:
-    deployment = one(rendered("base"), "Deployment")
-    deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
+    worker = deployment(rendered("base"))
+    worker["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+        kubernetes_validate.validate(worker, KUBERNETES_VERSION, strict=True)
