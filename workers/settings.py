@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     temperature: float = Field(0.0, alias="FSMFLOW_TEMPERATURE")
     max_tokens: int = Field(1024, alias="FSMFLOW_MAX_TOKENS", ge=16)
     llm_timeout_seconds: float = Field(120.0, alias="FSMFLOW_LLM_TIMEOUT", gt=0)
+    llm_stream: bool = Field(True, alias="FSMFLOW_LLM_STREAM")
+    """Ask for replies as server-sent events; a conversation's reply then streams
+    to the run's subscribers. Off for endpoints that cannot stream."""
 
     tool_modules_spec: str = Field("", alias="FSMFLOW_TOOL_MODULES")
     """Comma-separated tool modules: dotted module names or ``.py`` file paths."""
@@ -232,6 +235,7 @@ class Settings(BaseSettings):
             temperature=self.temperature,
             max_tokens=self.max_tokens,
             timeout_seconds=self.llm_timeout_seconds,
+            stream=self.llm_stream,
         )
 
     def limits(self) -> RunLimits:
@@ -260,6 +264,7 @@ class Settings(BaseSettings):
             },
             "tool_modules": self.tool_modules,
             "response_format": self.response_format,
+            "llm_stream": self.llm_stream,
             "tls": self.temporal_tls or self.temporal_tls_cert is not None,
             "temporal_api_key": "set" if self.temporal_api_key else "unset",
             "payload_key": _key_summary(self.payload_key),
