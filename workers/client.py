@@ -111,6 +111,11 @@ async def register_search_attributes(client: Client, namespace: str = "default")
     )
 
 
+def new_message_id() -> str:
+    """A message's own update id (``msg-<uuid>``), reused when it is sent again."""
+    return f"msg-{uuid.uuid4()}"
+
+
 async def send_message(
     client: Client,
     workflow_id: str,
@@ -128,7 +133,7 @@ async def send_message(
     ("workflow execution already completed") and never applied, so it is sent
     again, with the same id, to the new run.
     """
-    update_id = update_id or f"msg-{uuid.uuid4()}"
+    update_id = update_id or new_message_id()
     for attempt in range(attempts):
         handle = client.get_workflow_handle(workflow_id)
         try:
