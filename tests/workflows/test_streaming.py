@@ -219,6 +219,34 @@ async def test_a_worker_killed_mid_stream_resets_and_the_retry_streams_the_full_
     assert text_of(events, events[reset].turn) == LONG == events[-1].text
 
 
+async def test_a_turn_past_its_deadline_resets_and_replies_with_the_fallback(
+    client: Client, llm: ScriptedLlm, model_name: str, task_queue: str
+) -> None:
+    settings = make_settings(
+        llm, model_name, task_queue, turn_timeout_seconds=3.0, llm_timeout_seconds=30.0
+    )
+    fallback = {
+        **CHAT,
+        "states": {
+            **CHAT["states"],
+            "talk": {**CHAT["states"]["talk"], "fallback_message": "One moment, please."},
+        },
+    }
+    # The keys in ~1 s, the message in ~5 s more: the call is cut at the turn's
+    # 3 s bound while its message streams.
+    llm.script(model_name, slow(say("talk", "word " * 80), chunk=8, delay=0.1))
+    async with running_worker(client, settings):
+        handle = await start(client, settings, definition=fallback)
+        await wait_for_status(handle, lambda s: True)
+        reply, events = await converse(client, handle, "hello", "m-1")
+        await handle.terminate("test over")
+    assert not reply.accepted and reply.message == "One moment, please."
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "delta" and kinds[-2:] == ["reset", "reply"]
+    assert events[-2].turn == events[0].turn and "failed" in events[-2].text
+    assert events[-1].text == "One moment, please." and events[-1].accepted is False
+
+
 async def test_run_events_of_the_research_example_in_order(
     client: Client, llm: ScriptedLlm, model_name: str, settings: Settings
 ) -> None:
