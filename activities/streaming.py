@@ -30,7 +30,8 @@ from schemas.events import RUN_TOPIC, RunEvent
 
 MESSAGE_KEY = "message"
 FLUSH_SECONDS = 5.0
-"""How long one publish may take (the workflow may be gone): then publishing stops."""
+"""How long sending what is buffered may take (the workflow may be gone); then
+publishing stops for the call."""
 
 
 class MessageTap:
@@ -90,12 +91,13 @@ class ReplyStream:
     """Publishes one model call's message on the run's stream, coalesced.
 
     The first piece goes at once; later ones at most every ``interval`` (pieces in
-    between are joined), so a reply costs a few signals, not one per token. Each
-    publish is flushed at once and awaited (one signal; the model's next pieces
-    wait in the socket meanwhile): the client's own background flusher is not
-    used, as cancelling it right after a forced flush can be lost on Python 3.11
-    (``asyncio.wait_for`` returns the finished wait instead), which held every
-    call's end for the whole close bound. The client is made on the first
+    between are joined), so a reply costs a few signals, not one per token. A
+    publish is sent in the background (the model's next pieces are read
+    meanwhile) and ``aclose`` waits until everything is in, so a subscriber sees
+    a turn's deltas before its reply. The stream client's own background flusher
+    is not used: cancelling it right after a forced flush can be lost on Python
+    3.11 (``asyncio.wait_for`` returns the finished wait instead), which held the
+    end of every call for the whole close bound. The client is made on the first
     publish (an autonomous run's calls publish nothing). ``streamed`` says
     whether pieces stand that no reset withdrew.
 
@@ -126,6 +128,9 @@ class ReplyStream:
         self._warn = warn
         self._client: WorkflowStreamClient | None = None
         self._topic: TopicHandle[Any] | None = None
+        self._sending: asyncio.Task[None] | None = None
+        self._queued = 0
+        self._sent = 0
         self._broken = False
         self._pending = ""
         self._last = 0.0
@@ -136,35 +141,34 @@ class ReplyStream:
         if not text:
             return
         self._pending += text
-        if self.streamed and time.monotonic() - self._last < self._interval:
+        now = time.monotonic()
+        if self.streamed and now - self._last < self._interval:
             return
         pending, self._pending = self._pending, ""
-        self.streamed = True
-        await self._publish(
+        self.streamed, self._last = True, now
+        self._publish(
             events.delta(self._turn, pending, message_id=self._message_id, step=self._step)
         )
-        self._last = time.monotonic()
 
     async def reset(self, why: str) -> None:
         """Withdraw what this turn published (also on an attempt that published nothing yet)."""
         self._pending = ""
         self.streamed = False
-        await self._publish(
-            events.reset(self._turn, why, message_id=self._message_id, step=self._step)
-        )
+        self._publish(events.reset(self._turn, why, message_id=self._message_id, step=self._step))
 
     async def aclose(self) -> None:
-        """Publish what is pending, so the workflow has every piece before the call's result.
-
-        A subscriber thus sees a turn's deltas before its reply.
-        """
+        """Publish what is pending and wait (a bounded time) until the workflow has it all."""
         if self._pending:
             pending, self._pending = self._pending, ""
-            await self._publish(
+            self._publish(
                 events.delta(self._turn, pending, message_id=self._message_id, step=self._step)
             )
+        if self._sending is not None:
+            await self._sending
+        if self._sent < self._queued:
+            await self._send()
 
-    async def _publish(self, event: RunEvent) -> None:
+    def _publish(self, event: RunEvent) -> None:
         if self._broken:
             return
         try:
@@ -173,10 +177,29 @@ class ReplyStream:
                 self._topic = self._client.topic(RUN_TOPIC)
             assert self._topic is not None
             self._topic.publish(events.wire(event))
-            await asyncio.wait_for(self._client.flush(), FLUSH_SECONDS)
+            self._queued += 1
         except Exception as exc:  # noqa: BLE001 - a view: never fail the call
+            self._fail(exc)
+            return
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.create_task(self._send())
+
+    async def _send(self) -> None:
+        """Signal what is buffered, and what is added meanwhile, to the workflow."""
+        assert self._client is not None
+        while self._sent < self._queued and not self._broken:
+            # A flush sends at least what was buffered when it began.
+            queued = self._queued
+            try:
+                await asyncio.wait_for(self._client.flush(), FLUSH_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - a view: never fail the call
+                self._fail(exc)
+            self._sent = queued
+
+    def _fail(self, error: BaseException) -> None:
+        if not self._broken:
             self._broken = True
-            self._warn(f"{type(exc).__name__}: {str(exc)[:200]}")
+            self._warn(f"{type(error).__name__}: {str(error)[:200]}")
 
 
 def stream_client(client: Client, workflow_id: str, run_id: str) -> WorkflowStreamClient:

@@ -4,6 +4,7 @@ scripted server (its publishes recorded by a stand-in for the Temporal client)."
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import json
@@ -119,6 +120,7 @@ async def test_pieces_are_coalesced_and_a_reset_withdraws_them() -> None:
     stream = publisher(recorder, 3600.0, warned)
     for piece in ["Hel", "lo", ", ", "Ada"]:
         await stream.delta(piece)
+        await asyncio.sleep(0.01)  # the first piece is sent in the background
     assert stream.streamed
     # The first piece at once, the others held for the interval...
     assert [e.text for e in recorder.events] == ["Hel"]
@@ -128,6 +130,7 @@ async def test_pieces_are_coalesced_and_a_reset_withdraws_them() -> None:
     await stream.reset("the reply was rejected (schema); the model is asked again")
     assert not stream.streamed
     await stream.delta("Again")
+    await stream.aclose()
     events = recorder.events
     assert [e.kind for e in events] == ["delta", "delta", "reset", "delta"]
     assert {(e.turn, e.message_id, e.step) for e in events} == {("3.7", "m-1", 3)}
