@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     llm_stream: bool = Field(True, alias="FSMFLOW_LLM_STREAM")
     """Ask for replies as server-sent events; a conversation's reply then streams
     to the run's subscribers. Off for endpoints that cannot stream."""
+    stream_interval_seconds: float = Field(0.15, alias="FSMFLOW_STREAM_INTERVAL", ge=0.01, le=10)
+    """Least time between two publishes of a streaming reply's text: each is a
+    signal (and a workflow task) in the run's history."""
 
     tool_modules_spec: str = Field("", alias="FSMFLOW_TOOL_MODULES")
     """Comma-separated tool modules: dotted module names or ``.py`` file paths."""
@@ -236,6 +239,7 @@ class Settings(BaseSettings):
             max_tokens=self.max_tokens,
             timeout_seconds=self.llm_timeout_seconds,
             stream=self.llm_stream,
+            stream_interval=self.stream_interval_seconds,
         )
 
     def limits(self) -> RunLimits:
