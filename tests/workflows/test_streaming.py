@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.contrib.workflow_streams import PollInput, PollResult
 from temporalio.testing import WorkflowEnvironment
 
@@ -361,3 +361,33 @@ async def test_the_retained_log_stays_bounded_over_many_turns(
     payload = json.loads(started.input.payloads[0].data)
     assert len(payload["stream"]["log"]) <= keep
     assert payload["stream"]["base_offset"] > 0
+
+
+async def test_a_start_input_with_a_stream_state_is_refused(
+    client: Client, llm: ScriptedLlm, model_name: str, settings: Settings
+) -> None:
+    # Events a caller wrote would appear on the run's stream as the run's own.
+    forged = {
+        "agent": "contact_form",
+        "stream": {
+            "log": [{"topic": "run", "data": "", "offset": 0}],
+            "base_offset": 0,
+            "publishers": {},
+        },
+    }
+    async with running_worker(client, settings):
+        handle = await client.start_workflow(
+            "AgentWorkflow",
+            forged,
+            id=f"forged-{uuid.uuid4().hex[:8]}",
+            task_queue=settings.task_queue,
+        )
+        with pytest.raises(WorkflowFailureError) as info:
+            await handle.result()
+        left = await client.get_workflow_handle(handle.id).query(
+            "__temporal_workflow_stream_poll", PollInput(from_offset=0), result_type=PollResult
+        )
+    assert "holds a stream state, which only fsmflow itself passes" in str(info.value.cause)
+    assert llm.requests(model_name) == []
+    # The stream holds only the run's own end.
+    assert len(left.items) == 1
