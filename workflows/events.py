@@ -12,6 +12,8 @@ poll returns it).
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio import workflow
 from temporalio.contrib.workflow_streams import WorkflowStream, WorkflowStreamState
 
@@ -26,6 +28,9 @@ STREAM_KEEP = 256
 as many, and to this many when the run continues as new. A subscriber further
 behind than that continues from the oldest event kept (the ``reply`` event holds
 a whole message, the history and the trace the whole run)."""
+
+PUBLISHER_TTL = timedelta(minutes=1)
+"""How long a publisher's dedup state is handed over after its last publish."""
 
 OFFSET_QUERY = "__temporal_workflow_stream_offset"
 """The stream's query of its end offset (the protocol's documented name)."""
@@ -73,9 +78,15 @@ class RunEvents:
         self._stream.detach_pollers()
 
     def hand_over(self) -> WorkflowStreamState:
-        """The stream's state for the next run, cut to ``STREAM_KEEP`` events."""
+        """The stream's state for the next run, cut to ``STREAM_KEEP`` events.
+
+        Publishers' dedup state is kept only a short while: fsmflow's publishers
+        are model calls, each done before the run continues as new (it waits for
+        its messages), and each targets its own run; one entry per call would
+        otherwise ride along for the library's default 15 minutes.
+        """
         self._bound(STREAM_KEEP)
-        return self._stream.get_state()
+        return self._stream.get_state(publisher_ttl=PUBLISHER_TTL)
 
     def _end(self) -> int:
         handler = workflow.get_query_handler(OFFSET_QUERY)
