@@ -10,8 +10,9 @@ is then rejected for what it decided. ``ReplyStream`` publishes those pieces as
 ``delta`` events through a ``WorkflowStreamClient`` (each publish is one signal
 to the workflow, so pieces are coalesced), and a ``reset`` when what it
 published is void: a retried attempt, a reply found invalid after it began to
-stream. Publishing is a view: it never fails, slows down or changes a model call
-(a failure to publish is logged and publishing stops).
+stream. Publishing is a view: it never fails or changes a model call (the call's
+end waits, a bounded time, for its last pieces; a failure to publish is logged
+and publishing stops).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class MessageTap:
             return ""
         if self._verdict is None:
             if not self._before <= partial.keys():
-                self._verdict = False  # written out of order: shown once it is judged whole
+                self._verdict = False  # written out of order: not streamed (its reply is)
                 return ""
             self._verdict = self._decided(partial)
             if not self._verdict:
