@@ -11,20 +11,27 @@ credentials redacted); a model tier this worker lacks is ``UnknownTier`` (a
 rolling deploy: the workflow waits for a worker that has it). A reply cut off at
 the token bound is not an error: it comes back as a problem, and the re-ask
 tells the model to be shorter.
+
+Replies are streamed (``stream=True``, usage in the last chunk): in a
+conversation, the message is published to the run's stream as it is generated,
+once the move before it is decided (``activities.streaming``). What the activity
+returns is the same either way: the whole reply, checked against the schema.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
 import structlog
-from openai.types.chat import ChatCompletion
+from openai import AsyncStream
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from opentelemetry import trace
 from pydantic import SecretStr
 from temporalio import activity
@@ -32,11 +39,16 @@ from temporalio.exceptions import ApplicationError
 
 from activities.bundles import BundleCache
 from activities.heartbeat import heartbeating
+from activities.streaming import MessageTap, ReplyStream, stream_client
+from fsm.judge import move_decided
 from fsm.problems import clip
 from fsm.prompt import build_messages
 from fsm.turn_schema import allows_null, turn_schema
 from fsm.validation import first_error
 from schemas.activity import LlmTurnInput, LlmTurnOutput
+from schemas.definition import AgentDefinition
+from schemas.run import RunState
+from schemas.tools import ToolInfo
 
 log = structlog.get_logger("fsmflow.llm")
 tracer = trace.get_tracer("fsmflow.activities")
@@ -76,7 +88,10 @@ class LlmConfig:
         response_format: ``json_schema`` (constrained decoding) or ``json_object``.
         temperature: Sampling temperature (not sent to reasoning models).
         max_tokens: Bound of a reply's tokens.
-        timeout_seconds: The HTTP client's bound of one call.
+        timeout_seconds: The bound of one call (the whole reply, streamed or not).
+        stream: Ask for replies as server-sent events (``stream=True``); off for
+            endpoints that cannot stream.
+        stream_interval: Least seconds between two publishes of a reply's text.
     """
 
     tiers: Mapping[str, ModelEndpoint]
@@ -86,6 +101,8 @@ class LlmConfig:
     temperature: float = 0.0
     max_tokens: int = 1024
     timeout_seconds: float = 120.0
+    stream: bool = True
+    stream_interval: float = 0.15
 
 
 def redact_url(url: str) -> str:
@@ -199,6 +216,9 @@ class _Turn:
     tier: str
     secrets: frozenset[str]
     """Context keys declared ``secret``: their values are never quoted in a problem."""
+    decided: Callable[[dict[str, Any]], bool] | None = None
+    """Whether a reply's keys and move (its message aside) fit the schema and the
+    engine applies them; set when the call's message is published as it streams."""
 
 
 class LlmActivities:
@@ -282,6 +302,21 @@ class LlmActivities:
     async def llm_turn(self, request: LlmTurnInput) -> LlmTurnOutput:
         """Ask the state's model tier for one turn and check it against the turn schema."""
         info = activity.info()
+        # Only a conversation turn has a turn id: its message streams.
+        stream = self._reply_stream(request)
+        try:
+            if stream is not None and info.attempt > 1:
+                # What an earlier attempt published is void (it failed, or its
+                # worker died mid-stream): this attempt streams anew. Said before
+                # anything else, also when this worker then asks for the bundle.
+                await stream.reset(f"the model call is retried (attempt {info.attempt})")
+            return await self._turn(request, stream)
+        finally:
+            if stream is not None:
+                await stream.aclose()
+
+    async def _turn(self, request: LlmTurnInput, stream: ReplyStream | None) -> LlmTurnOutput:
+        info = activity.info()
         bundle = self._bundles.get(request.bundle_hash)
         if bundle is None and request.bundle is not None:
             bundle = self._bundles.add(request.bundle_hash, request.bundle)
@@ -306,6 +341,8 @@ class LlmActivities:
             feedback=request.feedback,
             tools=bundle.tools,
         )
+        if definition.mode != "conversation":
+            stream = None
         turn = _Turn(
             messages=messages,
             name=f"{definition.name}_{run.state}_turn",
@@ -313,9 +350,10 @@ class LlmActivities:
             label=request.label,
             tier=state.model,
             secrets=frozenset(k for k, key in definition.context.items() if key.secret),
+            decided=_move_check(schema, definition, run, bundle.tools) if stream else None,
         )
         try:
-            reply = await self._traced(endpoint, turn)
+            reply = await self._traced(endpoint, turn, stream)
         except ApplicationError as exc:
             backup = self._config.fallbacks.get(state.model)
             if exc.type != "LlmRequestRejected" or used_fallback or backup is None:
@@ -323,10 +361,36 @@ class LlmActivities:
             # The tier's endpoint refuses the request (a key, a model name): a
             # retry cannot fix that, its fallback (another endpoint, key) may.
             endpoint, used_fallback = backup, True
-            reply = await self._traced(endpoint, turn)
-        return reply.model_copy(update={"attempt": info.attempt, "used_fallback": used_fallback})
+            reply = await self._traced(endpoint, turn, stream)
+        return reply.model_copy(
+            update={
+                "attempt": info.attempt,
+                "used_fallback": used_fallback,
+                "streamed": stream is not None and stream.streamed,
+            }
+        )
 
-    async def _traced(self, endpoint: ModelEndpoint, turn: _Turn) -> LlmTurnOutput:
+    def _reply_stream(self, request: LlmTurnInput) -> ReplyStream | None:
+        """Where this call publishes its message, or None (no turn id, streaming off)."""
+        if not request.turn or not self._config.stream:
+            return None
+        info = activity.info()
+        bound = log.bind(workflow_id=info.workflow_id, run_id=info.workflow_run_id)
+        return ReplyStream(
+            turn=request.turn,
+            message_id=request.message_id,
+            step=request.run.step,
+            interval=self._config.stream_interval,
+            # Made on the first publish (from the activity's own context).
+            connect=lambda: stream_client(
+                activity.client(), info.workflow_id or "", info.workflow_run_id or ""
+            ),
+            warn=lambda error: bound.warning("stream_publish_failed", error=error),
+        )
+
+    async def _traced(
+        self, endpoint: ModelEndpoint, turn: _Turn, stream: ReplyStream | None = None
+    ) -> LlmTurnOutput:
         """One model call in an ``llm.turn`` span, logged with the run's ids."""
         info = activity.info()
         bound = log.bind(
@@ -346,7 +410,7 @@ class LlmActivities:
             },
         )
         with trace.use_span(span, end_on_exit=True):
-            return await self._call(endpoint, turn, bound, span)
+            return await self._call(endpoint, turn, bound, span, stream)
 
     async def _call(
         self,
@@ -354,18 +418,22 @@ class LlmActivities:
         turn: _Turn,
         bound: Any,
         span: trace.Span,
+        stream: ReplyStream | None,
     ) -> LlmTurnOutput:
         options = self._options(endpoint, turn.messages, turn.name, turn.schema)
         where = redact_url(endpoint.base_url)
         started = time.monotonic()
+        tap = (
+            MessageTap([k for k in turn.schema["required"] if k != "message"], turn.decided)
+            if stream is not None and turn.decided is not None
+            else None
+        )
         try:
-            async with heartbeating():
-                # The documented low-level request with the body as built: the typed
-                # create() walks the whole turn schema through its TypedDict transform
-                # on every call (~1.4 ms of a ~5 ms call to a local server).
-                response = await self._client(endpoint).post(
-                    "/chat/completions", body=options, cast_to=ChatCompletion
-                )
+            async with heartbeating(), asyncio.timeout(self._config.timeout_seconds):
+                if self._config.stream:
+                    received = await self._streamed(endpoint, options, tap, stream)
+                else:
+                    received = await self._whole(endpoint, options)
         except openai.APIStatusError as exc:
             status = exc.status_code
             retryable = status in RETRYABLE_STATUS or status >= 500
@@ -375,7 +443,7 @@ class LlmActivities:
                 type="LlmUnavailable" if retryable else "LlmRequestRejected",
                 non_retryable=not retryable,
             ) from None
-        except openai.APITimeoutError:
+        except (openai.APITimeoutError, TimeoutError):
             bound.warning("llm_timeout")
             raise ApplicationError(
                 f"model endpoint {where} did not answer within {self._config.timeout_seconds:g}s",
@@ -388,19 +456,40 @@ class LlmActivities:
                 f"model endpoint {where} is unreachable: {clip(str(cause) or str(exc), 300)}",
                 type="LlmUnavailable",
             ) from None
-        latency_ms = int((time.monotonic() - started) * 1000)
-        if not response.choices:
+        except openai.APIError as exc:
+            # An error event in the middle of a stream.
+            bound.warning("llm_stream_error", error=clip(exc.message, 300))
+            raise ApplicationError(
+                f"model endpoint {where} failed mid-reply: {clip(exc.message, 300)}",
+                type="LlmUnavailable",
+            ) from None
+        if received is None:
             raise ApplicationError(
                 f"model endpoint {where} returned no choices", type="LlmUnavailable"
             )
-        choice = response.choices[0]
-        content = choice.message.content or ""
-        usage = response.usage
+        content, finish_reason, usage = received
+        if finish_reason is None and self._config.stream and not _is_json(content):
+            # The stream stopped before the model did (a connection closed early,
+            # cleanly): a transport failure to retry, not a reply to re-ask.
+            bound.warning("llm_stream_cut", chars=len(content))
+            raise ApplicationError(
+                f"model endpoint {where} ended the reply stream before the reply "
+                f"({len(content)} characters, no finish reason)",
+                type="LlmUnavailable",
+            )
+        latency_ms = int((time.monotonic() - started) * 1000)
         prompt_tokens = usage.prompt_tokens if usage else 0
         completion_tokens = usage.completion_tokens if usage else 0
         problem, kind, parsed = _judge_content(
-            content, turn.schema, choice.finish_reason, self._config.max_tokens, turn.secrets
+            content, turn.schema, finish_reason, self._config.max_tokens, turn.secrets
         )
+        if stream is not None and stream.streamed:
+            if problem is not None:
+                await stream.reset(f"the reply was rejected ({kind}); the model is asked again")
+            elif turn.decided is not None and parsed is not None and not turn.decided(parsed):
+                # Keys written again after the message (duplicates): the whole reply
+                # makes another move than the one its beginning showed.
+                await stream.reset("the reply was rejected (engine); the model is asked again")
         span.set_attributes(
             {
                 "gen_ai.usage.input_tokens": prompt_tokens,
@@ -426,6 +515,90 @@ class LlmActivities:
             completion_tokens=completion_tokens,
             latency_ms=latency_ms,
         )
+
+    async def _whole(
+        self, endpoint: ModelEndpoint, options: dict[str, Any]
+    ) -> tuple[str, str | None, Any] | None:
+        """One reply in one response: (content, finish reason, usage), or None without choices."""
+        # The documented low-level request with the body as built: the typed
+        # create() walks the whole turn schema through its TypedDict transform
+        # on every call (~1.4 ms of a ~5 ms call to a local server).
+        response = await self._client(endpoint).post(
+            "/chat/completions", body=options, cast_to=ChatCompletion
+        )
+        if not response.choices:
+            return None
+        choice = response.choices[0]
+        return choice.message.content or "", choice.finish_reason, response.usage
+
+    async def _streamed(
+        self,
+        endpoint: ModelEndpoint,
+        options: dict[str, Any],
+        tap: MessageTap | None,
+        stream: ReplyStream | None,
+    ) -> tuple[str, str | None, Any] | None:
+        """One reply as server-sent events, its message published as it comes.
+
+        Returns (content, finish reason, usage), or None when no chunk held a choice.
+        """
+        body = {**options, "stream": True, "stream_options": {"include_usage": True}}
+        chunks = await self._client(endpoint).post(
+            "/chat/completions",
+            body=body,
+            cast_to=ChatCompletionChunk,
+            stream=True,
+            stream_cls=AsyncStream[ChatCompletionChunk],
+        )
+        parts: list[str] = []
+        finish_reason: str | None = None
+        usage = None
+        chosen = False
+        async with chunks:
+            async for chunk in chunks:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                if not chunk.choices:
+                    continue
+                chosen = True
+                choice = chunk.choices[0]
+                piece = choice.delta.content if choice.delta is not None else None
+                if piece:
+                    parts.append(piece)
+                    if tap is not None and stream is not None:
+                        await stream.delta(tap.feed(piece))
+                if choice.finish_reason is not None:
+                    finish_reason = choice.finish_reason
+        return ("".join(parts), finish_reason, usage) if chosen else None
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def _move_check(
+    schema: dict[str, Any],
+    definition: AgentDefinition,
+    run: RunState,
+    tools: Mapping[str, ToolInfo],
+) -> Callable[[dict[str, Any]], bool]:
+    """Whether a conversation reply's keys and move fit the schema and the engine applies them.
+
+    Asked when its message begins to stream (and of the whole reply): its message
+    is left out, the rest must be complete.
+    """
+
+    def decided(partial: dict[str, Any]) -> bool:
+        candidate = fill_nulls(schema, {**partial, "message": ""})
+        if schema_problem(schema, candidate) is not None:
+            return False
+        return move_decided(definition, run, candidate, tools)
+
+    return decided
 
 
 ProblemKind = Literal["invalid_json", "schema", "truncated"]

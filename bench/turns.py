@@ -2,14 +2,16 @@
 a bare Temporal turn (``bench.bare``) on the same dev server and scripted model,
 the history each writes per turn, and a long run that continues as new.
 
-    .venv/bin/python -m bench.turns [--turns 100] [--rounds 6] [--chain-turns 200]
+    .venv/bin/python -m bench.turns [--turns 100] [--rounds 6] [--chain-turns 200] [--stream]
 
 A durable fsmflow turn is an update ``send_message`` on ``AgentWorkflow`` ->
 workflow task -> the LLM activity over HTTP -> workflow task (the engine) ->
 reply; a bare turn is the same update, activity and HTTP call with nothing else.
 Both kinds answer one message at a time, in rounds that alternate which kind goes
 first, so the shared machine's noise hits both; compare them as ratios within one
-run, never across runs.
+run, never across runs. Like the bare turn's call, the fsmflow turn's model call is
+not streamed (``FSMFLOW_LLM_STREAM=false``) unless ``--stream`` is given; what
+streaming adds is ``bench.stream``'s to measure.
 """
 
 from __future__ import annotations
@@ -314,10 +316,14 @@ async def measure_round(
         kind.turns += turns
 
 
-async def chain_latencies(client: Client, llm: ScriptedLlm, turns: int) -> list[float]:
+async def chain_latencies(
+    client: Client, llm: ScriptedLlm, turns: int, stream: bool
+) -> list[float]:
     """Round trips of ``turns`` messages to one fsmflow run continuing as new every 100."""
     model = f"bench-chain-{uuid.uuid4().hex[:6]}"
-    settings = make_settings(llm, model, f"bench-{model}", continue_as_new_after=100)
+    settings = make_settings(
+        llm, model, f"bench-{model}", continue_as_new_after=100, llm_stream=stream
+    )
     kind = fsmflow_kind(settings.task_queue, model, max_steps=10 * turns)
     llm.script(model, *[REPLY] * turns)
     latencies = []
@@ -333,7 +339,9 @@ async def chain_latencies(client: Client, llm: ScriptedLlm, turns: int) -> list[
     return latencies
 
 
-async def durable(turns: int, rounds: int, chain_turns: int) -> tuple[list[Kind], list[float]]:
+async def durable(
+    turns: int, rounds: int, chain_turns: int, stream: bool
+) -> tuple[list[Kind], list[float]]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(temporal_cli()),
         search_attributes=SEARCH_ATTRIBUTES,
@@ -353,7 +361,11 @@ async def durable(turns: int, rounds: int, chain_turns: int) -> tuple[list[Kind]
     suffix = uuid.uuid4().hex[:6]
     # No continue-as-new in the measured runs, so each history holds every turn.
     settings = make_settings(
-        llm, f"bench-fsmflow-{suffix}", f"bench-fsmflow-{suffix}", continue_as_new_after=10**6
+        llm,
+        f"bench-fsmflow-{suffix}",
+        f"bench-fsmflow-{suffix}",
+        continue_as_new_after=10**6,
+        llm_stream=stream,
     )
     fsmflow = fsmflow_kind(settings.task_queue, settings.models["default"], 10 * (turns + 1))
     bare = bare_kind(f"bench-bare-{suffix}", f"bench-bare-{suffix}")
@@ -373,7 +385,7 @@ async def durable(turns: int, rounds: int, chain_turns: int) -> tuple[list[Kind]
             for number in range(rounds):
                 order = (bare, fsmflow) if number % 2 == 0 else (fsmflow, bare)
                 await measure_round(client, llm, order, turns, timer, buffer)
-        chain = await chain_latencies(client, llm, chain_turns)
+        chain = await chain_latencies(client, llm, chain_turns, stream)
     finally:
         await bare_activities.close()
         llm.stop()
@@ -491,12 +503,13 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=100, help="turns per kind per round")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--chain-turns", type=int, default=200)
+    parser.add_argument("--stream", action="store_true", help="fsmflow turns stream their reply")
     args = parser.parse_args()
     if not 2 <= args.turns <= MAX_TURNS or args.rounds < 1 or args.chain_turns < 2:
         parser.error(f"--turns from 2 to {MAX_TURNS}, --rounds >= 1, --chain-turns >= 2")
     quiet_production_logging()
     engine = engine_microseconds()
-    kinds, chain = asyncio.run(durable(args.turns, args.rounds, args.chain_turns))
+    kinds, chain = asyncio.run(durable(args.turns, args.rounds, args.chain_turns, args.stream))
     report(engine, kinds, chain)
 
 

@@ -141,6 +141,26 @@ def judge_reply(
     return Judgement(result.run, usage, turn=turn)
 
 
+def move_decided(
+    definition: AgentDefinition,
+    run: RunState,
+    partial: Mapping[str, Any],
+    tools: Mapping[str, ToolInfo],
+) -> bool:
+    """Whether a conversation reply still being generated has decided a move the engine applies.
+
+    ``partial`` holds the reply's keys and target, complete, and its message so far
+    (a constrained decoder writes them in the turn schema's order, the message
+    last). The reply's text is shown as it streams only when this holds: the same
+    judgement as ``judge_reply`` on a copy of the run, with the message left out
+    (its final length is not known yet; the whole reply is judged again).
+    """
+    if definition.mode != "conversation":
+        return False
+    candidate = ModelReply(parsed={**partial, "message": ""}, model="")
+    return judge_reply(definition, run, candidate, tools).turn is not None
+
+
 # ------------------------------------------------------------------ escalation
 
 

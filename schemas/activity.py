@@ -75,6 +75,11 @@ class LlmTurnInput(_Io):
     """Ask the tier's fallback model (the turn's earlier calls failed)."""
     label: str = ""
     """Where the run is (``support/greeting``), for logs."""
+    turn: str = ""
+    """The call's model turn on the run's stream (``<step>.<call>``): a conversation
+    reply's text is published there as it is generated. Empty: nothing is published."""
+    message_id: str = ""
+    """The update id of the message a conversation turn answers (on its stream events)."""
 
 
 class LlmTurnOutput(ModelReply):
@@ -82,6 +87,8 @@ class LlmTurnOutput(ModelReply):
 
     attempt: int = 1
     used_fallback: bool = False
+    streamed: bool = False
+    """Part of the reply's message was published to the run's stream."""
 
 
 class RunToolInput(_Io):

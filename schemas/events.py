@@ -30,9 +30,10 @@ class RunEvent(BaseModel):
     """One event of a run's stream; ``kind`` says which fields mean something.
 
     - ``delta``: ``text`` is the next piece of the reply being generated in model
-      turn ``turn`` (deltas of one turn concatenate to its message).
-    - ``reset``: forget the deltas of ``turn`` (``text`` says why); a re-ask or a
-      retried attempt streams anew.
+      turn ``turn`` (deltas of one turn concatenate to its message); ``message_id``
+      is the update id of the message the turn answers.
+    - ``reset``: forget the deltas of ``turn`` (``text`` says why; ``message_id`` as
+      for ``delta``); a re-ask or a retried attempt streams anew.
     - ``reply``: a conversation turn is decided: ``text`` is the message, ``state``,
       ``status``, ``step`` and ``accepted`` as the update returns them; ``message_id``
       is the update id it answers.
@@ -41,7 +42,11 @@ class RunEvent(BaseModel):
       JSON) / returned (``accepted``: ok; ``text``: a bounded preview).
     - ``gate``: an approval gate at ``state`` opened (``decision`` empty) or was
       decided (``decision``, ``by``, ``text``: the comment).
-    - ``ended``: the run ended in ``state`` with ``status``; ``text`` is the reason.
+    - ``ended``: the run ended in ``state`` with ``status``; ``text`` is the reason
+      (the run's last event; ``state`` is empty for a run refused before it started).
+
+    ``state`` and ``gate`` events also carry the run's ``status``. docs/runs.md
+    says when each is published and in which order.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -152,3 +152,7 @@ class RunSnapshot(_Frozen):
     """The latest replies by update id (bounded by ``limits.answered_keep``)."""
     continued_from: str = ""
     """The run id of the run that handed this snapshot over (continue-as-new)."""
+    model_calls: int = 0
+    """Model calls the chain asked for; names each call's turn on the run's stream
+    (``<step>.<model_calls>``), so a turn id is never reused, also across
+    continue-as-new."""

@@ -12,11 +12,20 @@ A step is one of:
 - ``{"drop": True}``: close the connection without answering (a transport error);
 - any of those with ``"delay": seconds``: wait first (timeouts, crash tests);
 - a callable taking the request body and returning a step (endless scripts).
+
+A request with ``"stream": true`` gets the same answers as server-sent events,
+as OpenAI sends them: the content in pieces of ``"chunk"`` characters (default
+8), each after ``"chunk_delay"`` seconds (default 0), the finish reason in the
+last chunk, a usage chunk when ``stream_options.include_usage`` asks for one,
+then ``data: [DONE]``. ``"drop_after": n`` closes the connection after ``n``
+pieces (a transport error mid-stream). Statuses, drops and delays happen before
+the stream starts, as they would on a real endpoint.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import defaultdict, deque
@@ -49,6 +58,10 @@ class ScriptedLlm:
                     self.close_connection = True
                     self.connection.close()
                     return
+                if status == 200 and body.get("stream"):
+                    self._stream(body, payload)
+                    return
+                payload.pop("_step", None)
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(status)
@@ -58,6 +71,49 @@ class ScriptedLlm:
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test, killed worker)
+
+            def _stream(self, body: dict[str, Any], answer: dict[str, Any]) -> None:
+                step = answer.pop("_step")
+                size = max(1, int(step.get("chunk", 8)))
+                pause = float(step.get("chunk_delay", 0))
+                drop_after = step.get("drop_after")
+                choice = answer["choices"][0]
+                content = choice["message"]["content"]
+                base = {k: answer[k] for k in ("id", "created", "model")}
+                base["object"] = "chat.completion.chunk"
+
+                def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+                    return {
+                        **base,
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                    }
+
+                pieces = [content[i : i + size] for i in range(0, len(content), size)]
+                try:
+                    self.send_response(200)
+                    self.send_header("content-type", "text/event-stream")
+                    self.send_header("cache-control", "no-cache")
+                    self.end_headers()
+                    self._event(chunk({"role": "assistant", "content": ""}))
+                    for index, piece in enumerate(pieces):
+                        if drop_after is not None and index >= int(drop_after):
+                            self.close_connection = True
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                            self.connection.close()
+                            return
+                        if pause:
+                            time.sleep(pause)
+                        self._event(chunk({"content": piece}))
+                    self._event(chunk({}, choice["finish_reason"]))
+                    if (body.get("stream_options") or {}).get("include_usage"):
+                        self._event({**base, "choices": [], "usage": answer["usage"]})
+                    self.wfile.write(b"data: [DONE]\n\n")
+                except (BrokenPipeError, ConnectionResetError, OSError):
+                    pass  # the client gave up (timeout test, killed worker)
+
+            def _event(self, data: dict[str, Any]) -> None:
+                self.wfile.write(b"data: " + json.dumps(data).encode() + b"\n\n")
+                self.wfile.flush()
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._httpd.daemon_threads = True
@@ -116,6 +172,7 @@ class ScriptedLlm:
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return 200, {
+            "_step": step,
             "id": "chatcmpl-scripted",
             "object": "chat.completion",
             "created": 0,

@@ -86,7 +86,11 @@ async def test_run_send_status_trace_and_ls(
             f"http://ui.test/namespaces/default/workflows/{workflow_id}",
         ]
         code, out, _ = await fsmflow(temporal_env, settings, "send", workflow_id, "I'm Ada")
-        assert code == 0 and out.strip() == "[ask_email · active · step 1] Hi Ada, your email?"
+        # The reply as it streamed, then where it left the run.
+        assert code == 0 and out.splitlines() == [
+            "< Hi Ada, your email?",
+            "[ask_email · active · step 1]",
+        ]
         code, out, _ = await fsmflow(temporal_env, settings, "status", workflow_id)
         assert code == 0 and "state ask_email, active, step 1/30, waiting for message" in out
         code, out, _ = await fsmflow(
@@ -150,9 +154,10 @@ async def test_a_resent_message_and_failed_runs(
                 break
             await asyncio.sleep(0.2)
         bad = await fsmflow(temporal_env, settings, "ls", "--status", "broken")
-    # The same --id twice: one turn, the same reply.
+    # The same --id twice: one turn, the same reply (streamed once, then answered
+    # from memory: printed the same).
     assert sent[0] == sent[1] and sent[0][0] == 0
-    assert sent[0][1].strip() == "[ask_email · active · step 1] Hi Ada, your email?"
+    assert sent[0][1] == "< Hi Ada, your email?\n[ask_email · active · step 1]\n"
     # A failed run: --wait prints its result, then the reason, and exits 1.
     assert code == 1 and '"status": "failed"' in out
     assert one_line_error(code, err).startswith(f"fsmflow: run {failing} failed: in state 'ask'")
@@ -218,8 +223,8 @@ async def test_reject_and_chat(
             temporal_env, settings, "chat", "contact_form", stdin="I'm Ada\nada@example.com\n\n"
         )
     assert code == 0, err
-    assert "[ask_email · active · step 1] Your email?" in out
-    assert "[ask_phone · active · step 2] Your phone?" in out
+    assert "> < Your email?\n[ask_email · active · step 1]\n" in out
+    assert "> < Your phone?\n[ask_phone · active · step 2]\n" in out
 
 
 @pytest.mark.parametrize(
@@ -328,9 +333,11 @@ async def test_model_and_user_text_is_printed_with_its_controls_escaped(
         assert not set(out + err) & set("\x1b\x07\r\x9b\u202e"), (out, err)
         assert code == (1 if err else 0), err
     # The reply keeps its lines (indented); everything else is one line per entry.
+    # Streamed piece by piece, printed exactly as the whole reply would be.
     assert sent[1] == (
-        "[ask_email · active · step 1] Hi\\x1b[2J\\x1b]0;pwned\\x07 Ada\\rX\\x9b31m\\u202e\n"
+        "< Hi\\x1b[2J\\x1b]0;pwned\\x07 Ada\\rX\\x9b31m\\u202e\n"
         "    Your email?\n"
+        "[ask_email · active · step 1]\n"
     )
     shown_id = workflow_id.replace("\x1b", "\\x1b").replace("\x07", "\\x07")
     assert started[1].splitlines()[0] == f"started {shown_id}"

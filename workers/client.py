@@ -144,6 +144,11 @@ async def _to_newest_run(
     raise AssertionError("unreachable")
 
 
+def new_message_id() -> str:
+    """A message's own update id (``msg-<uuid>``), reused when it is sent again."""
+    return f"msg-{uuid.uuid4()}"
+
+
 async def send_message(
     client: Client,
     workflow_id: str,
@@ -158,7 +163,7 @@ async def send_message(
     sending it again with the same id returns the same reply and runs no second
     turn, also after the run continued as new.
     """
-    update_id = update_id or f"msg-{uuid.uuid4()}"
+    update_id = update_id or new_message_id()
 
     async def call(handle: WorkflowHandle[Any, Any]) -> Reply:
         return await handle.execute_update(

@@ -29,6 +29,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.definitions import load_agents
 from activities.llm import redact_url
 from fsm.problems import validation_problem
+from schemas.events import RunEvent
 from schemas.run import TraceEntry
 from schemas.snapshot import FSM_STATUSES
 from schemas.workflow import (
@@ -40,7 +41,8 @@ from schemas.workflow import (
     DecisionResult,
     Reply,
 )
-from workers.client import connect, run_result, send_message
+from workers.client import connect, run_result
+from workers.events import send_streaming
 from workers.settings import Settings
 from workers.text import printable, printable_json
 
@@ -104,12 +106,79 @@ def reply_text(message: str) -> str:
     return printable(message.rstrip("\r\n"), multiline=True, indent="    ")
 
 
-def _print_reply(reply: Reply, out: TextIO) -> None:
-    flag = "" if reply.accepted else " (not answered; fallback reply)"
-    header = printable(f"[{reply.state} · {reply.status} · step {reply.step}]{flag}")
-    out.write(f"{header} {reply_text(reply.message)}\n")
-    if reply.reason:
-        out.write(f"  why: {printable(reply.reason)}\n")
+class ReplyPrinter:
+    """Prints a reply as it streams (``< ...``), then where the run is (``[state ...]``).
+
+    The text is printed as ``reply_text`` prints the whole message (controls
+    escaped, later lines indented, trailing line breaks dropped), piece by piece:
+    line breaks are held back until text follows them. A ``reset`` ends the line
+    with a note (``! ...``) and the reply starts again. When the reply the update
+    returned is not what was printed (it did not stream, or not all of it), it is
+    printed whole after a note: the last ``< `` block is always the reply.
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._text = ""
+        self._held = ""
+        self._open = False
+
+    def event(self, event: RunEvent) -> None:
+        """Print a ``delta`` (or withdraw what was printed, on ``reset``)."""
+        if event.kind == "delta" and event.text:
+            if not self._open:
+                self._out.write("< ")
+                self._open = True
+            self._text += event.text
+            body = self._held + event.text
+            kept = body.rstrip("\r\n")
+            self._held = body[len(kept) :]
+            if kept:
+                self._out.write(printable(kept, multiline=True, indent="    "))
+            self._out.flush()
+        elif event.kind == "reset" and self._open:
+            self._out.write(f"\n! {printable(event.text or 'the reply was withdrawn')}\n")
+            self._out.flush()
+            self._text, self._held, self._open = "", "", False
+
+    def abandon(self) -> None:
+        """End a line left open (the message failed; what streamed stands for nothing)."""
+        if self._open:
+            self._out.write("\n")
+            self._out.flush()
+        self._text, self._held, self._open = "", "", False
+
+    def finish(self, reply: Reply) -> None:
+        """End with the reply the update returned and where it left the run."""
+        if self._open and self._text.rstrip("\r\n") == reply.message.rstrip("\r\n"):
+            self._out.write("\n")
+        else:
+            if self._open:
+                self._out.write("\n! the reply, as decided:\n")
+            self._out.write(f"< {reply_text(reply.message)}\n")
+        self._text, self._held, self._open = "", "", False
+        flag = "" if reply.accepted else " (not answered; fallback reply)"
+        self._out.write(printable(f"[{reply.state} · {reply.status} · step {reply.step}]{flag}"))
+        self._out.write("\n")
+        if reply.reason:
+            self._out.write(f"  why: {printable(reply.reason)}\n")
+        self._out.flush()
+
+
+async def _converse(
+    client: Client, workflow_id: str, text: str, out: TextIO, *, update_id: str | None = None
+) -> Reply:
+    """Send a message, printing its reply as it streams; returns the update's reply."""
+    printer = ReplyPrinter(out)
+    try:
+        reply = await send_streaming(
+            client, workflow_id, text, on_event=printer.event, update_id=update_id
+        )
+    except BaseException:
+        printer.abandon()
+        raise
+    printer.finish(reply)
+    return reply
 
 
 async def run(
@@ -153,10 +222,9 @@ async def send(
     """Send one message (``fsmflow send ID TEXT [--id UPDATE_ID]``)."""
     client = await _client(settings)
     try:
-        reply = await send_message(client, workflow_id, text, update_id=update_id)
+        await _converse(client, workflow_id, text, out, update_id=update_id)
     except (WorkflowUpdateFailedError, RPCError) as exc:
         raise CommandError(f"message refused: {explain(exc, workflow_id)}") from None
-    _print_reply(reply, out)
     return 0
 
 
@@ -353,11 +421,10 @@ async def chat(
             out.write("\n")
             return 0
         try:
-            reply = await send_message(client, workflow_id, line.rstrip("\n"))
+            reply = await _converse(client, workflow_id, line.rstrip("\n"), out)
         except (WorkflowUpdateFailedError, RPCError) as exc:
             out.write(f"! {printable(explain(exc, workflow_id))}\n")
             continue
-        _print_reply(reply, out)
         if reply.status == "awaiting_approval":
             out.write(f"! waiting for approval: fsmflow approve {printable(workflow_id)}\n")
         if reply.status in ("completed", "max_steps", "failed"):

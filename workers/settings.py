@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     temperature: float = Field(0.0, alias="FSMFLOW_TEMPERATURE")
     max_tokens: int = Field(1024, alias="FSMFLOW_MAX_TOKENS", ge=16)
     llm_timeout_seconds: float = Field(120.0, alias="FSMFLOW_LLM_TIMEOUT", gt=0)
+    llm_stream: bool = Field(True, alias="FSMFLOW_LLM_STREAM")
+    """Ask for replies as server-sent events; a conversation's reply then streams
+    to the run's subscribers. Off for endpoints that cannot stream."""
+    stream_interval_seconds: float = Field(0.15, alias="FSMFLOW_STREAM_INTERVAL", ge=0.01, le=10)
+    """Least time between two publishes of a streaming reply's text: each is a
+    signal (and a workflow task) in the run's history."""
 
     tool_modules_spec: str = Field("", alias="FSMFLOW_TOOL_MODULES")
     """Comma-separated tool modules: dotted module names or ``.py`` file paths."""
@@ -277,6 +283,8 @@ class Settings(BaseSettings):
             temperature=self.temperature,
             max_tokens=self.max_tokens,
             timeout_seconds=self.llm_timeout_seconds,
+            stream=self.llm_stream,
+            stream_interval=self.stream_interval_seconds,
         )
 
     def limits(self) -> RunLimits:
@@ -305,6 +313,7 @@ class Settings(BaseSettings):
             },
             "tool_modules": self.tool_modules,
             "response_format": self.response_format,
+            "llm_stream": self.llm_stream,
             "tls": self.temporal_tls or self.temporal_tls_cert is not None,
             "temporal_api_key": "set" if self.temporal_api_key else "unset",
             "payload_key": _key_summary(self.payload_key),

@@ -11,6 +11,12 @@ Runs started before snapshots (their histories have no ``fsmflow-run-snapshot``
 marker) keep their old behaviour where it changed what the workflow commands: a
 model failure or a spent round of re-asks ends their turn as it did, and a failed
 run completes instead of failing. ``tests/histories`` replays both kinds.
+
+Every run hosts an event stream (Temporal's Workflow Streams, ``workflows.events``):
+the workflow publishes what the run does (state changes, tool calls, gates,
+replies, the end) and the LLM activity a conversation reply's text as it is
+generated. Publishing appends to memory and issues no command, so it is the same
+for every run, old histories included.
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ from __future__ import annotations
 import asyncio
 import builtins
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.common import MetricCounter, SearchAttributeKey
+from temporalio.contrib.workflow_streams import WorkflowStream, WorkflowStreamState
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -36,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
     # instead of re-importing them in every workflow sandbox; they keep no run data
     # between calls (only caches of compiled schemas and patterns), so sharing them
     # cannot leak anything across runs.
+    from fsm import events
     from fsm.context import redact
     from fsm.engine import (
         ContextError,
@@ -100,6 +108,7 @@ with workflow.unsafe.imports_passed_through():
         MessageInput,
     )
     from workflows import policies
+    from workflows.events import RunEvents, WorkflowInput
 
 FSM_STATE = SearchAttributeKey.for_keyword("FsmState")
 FSM_AGENT = SearchAttributeKey.for_keyword("FsmAgent")
@@ -173,13 +182,25 @@ class AgentWorkflow:
         # Handlers may run before ``run`` in a run's first task; what they change
         # is shown once ``run`` has started (where runs before snapshots showed it).
         self._running = False
-        self._request: AgentWorkflowInput | None = None
+        self._request: WorkflowInput | None = None
         self._refused = ""
+        # Conversation messages being handled (or waiting for the lock): their
+        # replies stream, so subscribers are detached only once they are done.
+        self._messages = 0
+        prior = self._take(raw)
+        # The run's event stream: it registers its signal, update and queries here
+        # (the library requires @workflow.init) and starts from the predecessor's log.
+        self._events = RunEvents(
+            WorkflowStream(prior), base_offset=prior.base_offset if prior is not None else 0
+        )
+
+    def _take(self, raw: Any) -> WorkflowStreamState | None:
+        """Check the input; restore a handed-over snapshot; the stream state handed with it."""
         try:
-            self._request = AgentWorkflowInput.model_validate(raw)
+            self._request = WorkflowInput.model_validate(raw)
         except ValidationError as exc:
             self._refused = f"invalid start input: {validation_problem(exc, 'input')}"
-            return
+            return None
         info = workflow.info()
         handed = self._request.snapshot
         if handed is not None and not handed_over(handed, info.continued_run_id):
@@ -200,6 +221,9 @@ class AgentWorkflow:
                     f"up to {SNAPSHOT_VERSION}: run it on a worker of a newer fsmflow"
                 )
             self._restore(handed)
+            if handed is self._request.snapshot:
+                return self._request.stream
+        return None
 
     # ----------------------------------------------------------------- main loop
 
@@ -210,11 +234,17 @@ class AgentWorkflow:
         self._legacy = not workflow.patched(PATCH_SNAPSHOT)
         request = self._request
         if request is None:
-            raise self._refusal(self._refused, "InputRefused")
+            self._refuse(self._refused, "InputRefused")
         handed = request.snapshot is not None or request.carried is not None
         if handed and self._snapshot is None:
-            raise self._refusal(
+            self._refuse(
                 "the start input holds a run snapshot, which only fsmflow itself passes "
+                'when a run continues as new; start a run with "agent" or "definition"',
+                "InputRefused",
+            )
+        if request.stream is not None and self._snapshot is None:
+            self._refuse(
+                "the start input holds a stream state, which only fsmflow itself passes "
                 'when a run continues as new; start a run with "agent" or "definition"',
                 "InputRefused",
             )
@@ -230,12 +260,12 @@ class AgentWorkflow:
         definition = self._require_definition()
         while not self._state().ended:
             if self._should_continue_as_new():
-                await workflow.wait_condition(
-                    lambda: workflow.all_handlers_finished() and not self._lock.locked()
-                )
+                await self._close_stream(ending=False)
                 if not self._state().ended:
                     carried = carry(self._snap(), workflow.info().run_id)
-                    workflow.continue_as_new(AgentWorkflowInput(snapshot=carried))
+                    workflow.continue_as_new(
+                        WorkflowInput(snapshot=carried, stream=self._events.hand_over())
+                    )
             elif self._state().status == "awaiting_approval":
                 await self._await_decision()
             elif definition.mode == "autonomous":
@@ -244,7 +274,7 @@ class AgentWorkflow:
                 await workflow.wait_condition(
                     lambda: self._state().status != "active" or self._should_continue_as_new()
                 )
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._close_stream(ending=True)
         result = self._result()
         if result.status == "failed" and not self._legacy:
             # A failed agent run is a failed workflow: red in the Web UI, found by
@@ -256,6 +286,26 @@ class AgentWorkflow:
                 non_retryable=True,
             )
         return result
+
+    async def _close_stream(self, *, ending: bool) -> None:
+        """Wait for the handlers, detaching the stream's subscribers (before the run closes).
+
+        Messages are answered first, their replies streaming to subscribers still
+        attached (and, when the run has ended, ``ended`` is its last event); then
+        waiting polls are released (a subscriber follows the chain to the next
+        run, or reads what is left of this one) and the run waits for every
+        handler, as it always did.
+        """
+        await workflow.wait_condition(lambda: self._messages == 0 and not self._lock.locked())
+        run = self._state()
+        if ending:
+            self._events.publish(
+                events.ended(run.state, run.status, run.end_reason or "", step=run.step)
+            )
+        self._events.detach()
+        await workflow.wait_condition(
+            lambda: workflow.all_handlers_finished() and not self._lock.locked()
+        )
 
     async def _start(self, request: AgentWorkflowInput) -> None:
         source = request.agent or "inline definition"
@@ -272,7 +322,7 @@ class AgentWorkflow:
             if is_cancelled_exception(exc) and not self._legacy:
                 raise
             message = f"definition refused: {_failure(exc)[1]}"
-            raise self._refusal(message, "DefinitionRefused", request.agent) from None
+            self._refuse(message, "DefinitionRefused", request.agent)
         # Checked by the activity; on replay, by the code of its day (see RECORDED).
         definition = AgentDefinition.model_validate(
             resolved.definition.definition, context=RECORDED
@@ -281,7 +331,7 @@ class AgentWorkflow:
             run = start_run(definition, request.context)
         except ContextError as exc:
             message = f"initial context refused: {exc}"
-            raise self._refusal(message, "ContextRefused", definition.name) from None
+            self._refuse(message, "ContextRefused", definition.name)
         self._set(
             RunSnapshot(
                 agent=resolved.definition,
@@ -299,14 +349,16 @@ class AgentWorkflow:
             resolved.definition.definition_hash[:12],
         )
 
-    def _refusal(self, message: str, kind: str, agent: str | None = None) -> ApplicationError:
-        """The failure of a run refused before it started, findable as ``FsmStatus='failed'``."""
+    def _refuse(self, message: str, kind: str, agent: str | None = None) -> NoReturn:
+        """Fail a run refused before it started, findable as ``FsmStatus='failed'``."""
         if not self._legacy:
             attributes = [FSM_STATUS.value_set("failed")]
             if agent:
                 attributes.append(FSM_AGENT.value_set(agent[:100]))
             workflow.upsert_search_attributes(attributes)
-        return ApplicationError(message, type=kind, non_retryable=True)
+        self._events.publish(events.ended("", "failed", message))
+        self._events.detach()
+        raise ApplicationError(message, type=kind, non_retryable=True) from None
 
     def _should_continue_as_new(self) -> bool:
         return (
@@ -341,8 +393,10 @@ class AgentWorkflow:
         self._snapshot = snapshot
 
     def _set(self, snapshot: RunSnapshot) -> None:
-        """Replace the snapshot whole, and show where the run is."""
+        """Replace the snapshot whole, and show where the run is (and on its stream)."""
+        before = self._snapshot.run if self._snapshot is not None else None
         self._restore(bounded(snapshot))
+        self._events.publish(*events.run_changed(before, self._snap().run))
         self._publish()
 
     def _set_run(self, run: RunState) -> None:
@@ -388,8 +442,14 @@ class AgentWorkflow:
 
     # ------------------------------------------------------------- model turns
 
-    async def _ask(self, deadline: datetime | None) -> LlmTurnOutput:
-        """One model call for the run's current state (the activity renders the prompt)."""
+    async def _ask(
+        self, deadline: datetime | None, *, turn: str = "", message_id: str = ""
+    ) -> LlmTurnOutput:
+        """One model call for the run's current state (the activity renders the prompt).
+
+        With a ``turn`` id, the activity publishes the reply's message on the run's
+        stream as it is generated (conversation turns).
+        """
         snapshot = self._snap()
         definition = self._require_definition()
         run = snapshot.run
@@ -408,6 +468,8 @@ class AgentWorkflow:
             feedback=progress.feedback if progress is not None else "",
             fallback=fallback and not self._legacy,
             label=f"{definition.name}/{run.state}",
+            turn=turn,
+            message_id=message_id,
         )
         self._busy = "model"
         try:
@@ -438,7 +500,7 @@ class AgentWorkflow:
             self._busy = None
 
     async def _decide_turn(
-        self, *, conversation: bool, since: datetime | None = None
+        self, *, conversation: bool, since: datetime | None = None, message_id: str = ""
     ) -> Judgement | str | None:
         """Ask the model until a reply is applied (a turn) or allowed (a tool call).
 
@@ -452,6 +514,7 @@ class AgentWorkflow:
             conversation: A message's turn (bounded) rather than an autonomous one.
             since: When the message arrived: a turn's bound runs from then, also
                 while earlier messages are being answered.
+            message_id: The update id of the message (on the reply's stream events).
 
         Returns:
             The judgement of the applied reply; or why the turn ended without one
@@ -494,12 +557,21 @@ class AgentWorkflow:
                 return reason
             if (snapshot.progress or TurnProgress()).invalid:
                 self._count("fsmflow_reasks", state=snapshot.run.state)
+            calls = snapshot.model_calls + 1
+            self._set(snapshot.model_copy(update={"model_calls": calls}))
+            # Only a conversation's reply has a message to stream.
+            turn = events.turn_id(snapshot.run.step, calls) if conversation else ""
             try:
-                reply = await self._ask(deadline)
+                reply = await self._ask(deadline, turn=turn, message_id=message_id)
             except ActivityError as exc:
                 if is_cancelled_exception(exc) and not self._legacy:
                     raise  # the run is being cancelled: not a model failure
                 failure_type, message = _failure(exc)
+                if turn:
+                    # The call may have streamed before it failed (a killed worker,
+                    # a deadline): what it showed is void.
+                    why = "the model call failed; the turn goes on without it"
+                    self._events.publish(events.reset(turn, why, message_id=message_id))
                 self._count("fsmflow_rejections", state=snapshot.run.state, reason="model_error")
                 if self._legacy:
                     reason = f"model call failed: {message}"
@@ -522,6 +594,10 @@ class AgentWorkflow:
                 if judgement.accepted:
                     self._set(self._snap().model_copy(update={"progress": None}))
                     return judgement
+                if turn and reply.streamed:
+                    # The activity's own check let it stream; the engine said no.
+                    why = f"the reply was rejected ({judgement.rejection}); asking again"
+                    self._events.publish(events.reset(turn, why, message_id=message_id))
                 escalation = reply_rejected(
                     definition,
                     self._snap(),
@@ -582,6 +658,9 @@ class AgentWorkflow:
             writes=info.writes,
             label=f"{definition.name}/{run.state}",
         )
+        self._events.publish(
+            events.tool_called(call.tool, call.arguments, state=run.state, step=run.step)
+        )
         while True:
             self._busy = "tool"
             try:
@@ -624,6 +703,11 @@ class AgentWorkflow:
                     )
                     continue
                 self._count("fsmflow_tool_calls", state=run.state, tool=call.tool, outcome="failed")
+                self._events.publish(
+                    events.tool_returned(
+                        call.tool, ok=False, text=message, state=run.state, step=run.step
+                    )
+                )
                 return
             finally:
                 self._busy = None
@@ -632,6 +716,11 @@ class AgentWorkflow:
         account = f"ok, {output.result_chars} chars" if output.ok else output.text[:200]
         if output.artifacts:
             account += f"; artifacts: {', '.join(output.artifacts)}"
+        self._events.publish(
+            events.tool_returned(
+                call.tool, ok=output.ok, text=output.text, state=run.state, step=run.step
+            )
+        )
         self._set(
             after_tool_call(
                 definition,
@@ -658,6 +747,15 @@ class AgentWorkflow:
         update = workflow.current_update_info()
         update_id = update.id if update is not None else None
         arrived = workflow.now()
+        self._messages += 1
+        try:
+            return await self._answer(message, update_id, arrived)
+        finally:
+            self._messages -= 1
+
+    async def _answer(
+        self, message: MessageInput, update_id: str | None, arrived: datetime
+    ) -> Reply:
         async with self._lock:
             await workflow.wait_condition(lambda: self._snapshot is not None)
             known = answered_reply(self._snap(), update_id)
@@ -669,7 +767,9 @@ class AgentWorkflow:
                 raise ApplicationError(problem, type="MessageRejected", non_retryable=True)
             self._set(push_dialogue(self._snap(), DialogueTurn(role="user", text=message.text)))
             asked_in = self._state().state
-            outcome = await self._decide_turn(conversation=True, since=arrived)
+            outcome = await self._decide_turn(
+                conversation=True, since=arrived, message_id=update_id or ""
+            )
             snapshot = self._snap()
             self._set(snapshot.model_copy(update={"turns": snapshot.turns + 1}))
             if isinstance(outcome, Judgement) and outcome.turn is not None:
@@ -691,6 +791,7 @@ class AgentWorkflow:
                 reason=reason.split(":", 1)[0],
             )
             self._set(remember_reply(self._snap(), update_id, reply))
+            self._events.publish(events.replied(reply, update_id or ""))
             return reply
 
     @send_message.validator
@@ -752,6 +853,9 @@ class AgentWorkflow:
                     current, reason, kind=pending.decision, by=pending.by or None
                 )
             timed_out = apply_decision(definition, current, "timeout").run
+            self._events.publish(
+                events.decided(run.state, "timeout", by="", comment="", step=current.step)
+            )
             changes = {"gate_deadline": None, "run": timed_out, "pending": None}
             if self._legacy:
                 del changes["pending"]
@@ -769,6 +873,15 @@ class AgentWorkflow:
         changes: dict[str, Any] = {"pending": None, "run": result.run}
         if result.accepted:
             changes["gate_deadline"] = None
+            self._events.publish(
+                events.decided(
+                    run.state,
+                    pending.decision,
+                    by=pending.by,
+                    comment=pending.comment,
+                    step=self._state().step,
+                )
+            )
         self._set(self._snap().model_copy(update=changes))
 
     def _record_signal(self, kind: Decision, raw: Any) -> None:

@@ -106,3 +106,24 @@ def test_two_transitions_to_one_target_need_only_what_both_need() -> None:
     run = RunState(state="greeting", visits={"greeting": 1})
     name = turn_schema(definition, run)["properties"]["context_update"]["properties"]["name"]
     assert name["anyOf"][-1] == {"type": "null"}
+
+
+def test_properties_come_in_the_order_a_streaming_reply_needs(shop: AgentDefinition) -> None:
+    # A constrained decoder (llama.cpp's json_schema grammar, OpenAI's structured
+    # outputs) writes properties in the schema's order: the keys and the move
+    # come complete before the message, so its text can stream once they are
+    # judged (activities/streaming.py). The order is the order of "properties"
+    # (and of "required", the same list).
+    run = RunState(state="collect", visits={"collect": 1})
+    schema = turn_schema(shop, run)
+    assert list(schema["properties"]) == ["reasoning", "context_update", "target_state", "message"]
+    assert schema["required"] == list(schema["properties"])
+    data = build({"mode": "autonomous"})
+    data["states"]["collect"]["tools"] = ["lookup"]
+    definition = parse_definition(data).definition
+    tools = {"lookup": ToolInfo(parameters={"type": "object", "properties": {}})}
+    schema = turn_schema(definition, run, tools)
+    assert list(schema["properties"]) == ["reasoning", "action"]
+    transition, call = schema["properties"]["action"]["anyOf"]
+    assert list(transition["properties"]) == ["kind", "context_update", "target_state"]
+    assert list(call["properties"]) == ["kind", "tool", "arguments"]

@@ -9,7 +9,8 @@ before run snapshots are ``form_conversation``, ``research_approved``,
 ``research_rejected_then_approved``, ``research_tools_published``,
 ``tools_errors_artifacts_failure`` and the ``legacy_*`` ones (recorded by
 ``record_legacy.py`` with the code of that time); the ``snapshot_*`` ones are of
-this version.
+the version that introduced run snapshots, the ``stream_*`` ones of the version
+that streams replies (publish signals and poll updates in their histories).
 Each scenario runs on a fresh dev server with the scripted model, and the history
 is written as JSON here.
 """
@@ -48,9 +49,11 @@ from workflows.agent import SEARCH_ATTRIBUTES
 
 HERE = Path(__file__).parent
 
-Scenario = Callable[[Client, str, str], Awaitable[str | tuple[str, str]]]
-"""Runs a scenario; returns the workflow id (its latest run is recorded) or a
-workflow id and the run id to record."""
+Scenario = Callable[
+    [Client, str, str], Awaitable[str | tuple[str, str] | dict[str, tuple[str, str]]]
+]
+"""Runs a scenario; returns the workflow id (its latest run is recorded), a
+workflow id and the run id to record, or several histories by name."""
 
 
 async def _start(client: Client, queue: str, **request: Any) -> Any:
@@ -109,12 +112,23 @@ SCRIPTS: dict[str, list[dict[str, Any]]] = {
         say("talk", "three"),
         say("bye", "bye"),
     ],
+    "stream_conversation": [
+        # Streamed in small pieces with pauses: several publish signals a reply.
+        {**say("talk", "The first reply, streamed in pieces."), "chunk": 4, "chunk_delay": 0.02},
+        # Too long for the schema once whole: shown as it streams, then reset.
+        {**say("talk", "Far too long. " * 50), "chunk": 60, "chunk_delay": 0.02},
+        {**say("talk", "The second reply."), "chunk": 4, "chunk_delay": 0.02},
+        # The next run of the chain (continued as new with the stream's state).
+        {**say("talk", "The third reply."), "chunk": 4, "chunk_delay": 0.02},
+        {**say("bye", "Goodbye."), "chunk": 4, "chunk_delay": 0.02},
+    ],
 }
 
 OPTIONS: dict[str, dict[str, Any]] = {
     "snapshot_research_continued": {"continue_as_new_after": 3},
     "snapshot_invalid_then_fallback": {"fallback_after": 3, "fallback_model": "record-fallback"},
     "snapshot_conversation_continued": {"continue_as_new_after": 2},
+    "stream_conversation": {"continue_as_new_after": 2},
 }
 """Worker settings of a scenario besides the defaults."""
 
@@ -168,6 +182,35 @@ async def snapshot_conversation_continued(client: Client, queue: str, model: str
     return handle.id
 
 
+async def stream_conversation(client: Client, queue: str, model: str) -> dict[str, tuple[str, str]]:
+    """A conversation streamed to a subscriber that follows it across continue-as-new.
+
+    Records both runs of the chain: the first (replies streamed, one reset, polls,
+    the hand-over with the stream's state) and the second (started from it).
+    """
+    from workers.events import run_events
+
+    handle = await _start(client, queue, definition=CHAT)
+    seen: list[str] = []
+
+    async def follow() -> None:
+        async for _, event in run_events(client, handle.id):
+            seen.append(event.kind)
+            if event.kind == "ended":
+                return
+
+    follower = asyncio.create_task(follow())
+    for i, text in enumerate(["hello", "more", "again", "bye"]):
+        await send_message(client, handle.id, text, update_id=f"s{i}")
+    await asyncio.wait_for(follower, timeout=30)
+    assert "reset" in seen and seen[-1] == "ended", seen
+    last = await client.get_workflow_handle(handle.id).describe()
+    return {
+        "stream_conversation_first": (handle.id, handle.result_run_id or ""),
+        "stream_conversation_continued": (handle.id, last.run_id or ""),
+    }
+
+
 SCENARIOS: dict[str, Scenario] = {
     "snapshot_form_conversation": snapshot_form_conversation,
     "snapshot_research_continued": snapshot_research_continued,
@@ -175,12 +218,13 @@ SCENARIOS: dict[str, Scenario] = {
     "snapshot_invalid_then_fallback": snapshot_invalid_then_fallback,
     "snapshot_failed_run": snapshot_failed_run,
     "snapshot_conversation_continued": snapshot_conversation_continued,
+    "stream_conversation": stream_conversation,
 }
 
 
 async def _record(
     env: WorkflowEnvironment, llm: ScriptedLlm, name: str, settings_for: Callable[..., Any]
-) -> tuple[str, str | None]:
+) -> dict[str, tuple[str, str | None]]:
     if name == "snapshot_new_worker_and_early_signal":
         # A decision signalled with the start, and a worker that restarts between
         # two messages (the new one asks the run for its definition).
@@ -198,10 +242,12 @@ async def _record(
         async with running_worker(env.client, settings):
             await _send(handle, "second")
             await handle.terminate("recorded")
-        return handle.id, None
+        return {name: (handle.id, None)}
     async with running_worker(env.client, settings_for(**OPTIONS.get(name, {}))):
         found = await SCENARIOS[name](env.client, f"record-{name}", f"record-{name}")
-    return found if isinstance(found, tuple) else (found, None)
+    if isinstance(found, dict):
+        return dict(found)
+    return {name: found if isinstance(found, tuple) else (found, None)}
 
 
 async def main(names: list[str]) -> None:
@@ -232,11 +278,13 @@ async def main(names: list[str]) -> None:
                     **options,
                 )
 
-            workflow_id, run_id = await _record(env, llm, name, settings_for)
-            history = await env.client.get_workflow_handle(
-                workflow_id, run_id=run_id
-            ).fetch_history()
-            (HERE / f"{name}.json").write_text(history.to_json())
+            for recorded, (workflow_id, run_id) in (
+                await _record(env, llm, name, settings_for)
+            ).items():
+                history = await env.client.get_workflow_handle(
+                    workflow_id, run_id=run_id
+                ).fetch_history()
+                (HERE / f"{recorded}.json").write_text(history.to_json())
     finally:
         llm.stop()
         await env.shutdown()

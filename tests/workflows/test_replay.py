@@ -3,6 +3,7 @@ transition table a recorded run depended on is detected as non-determinism."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,8 @@ def test_histories_are_recorded() -> None:
         "snapshot_failed_run",
         "snapshot_new_worker_and_early_signal",
         "snapshot_conversation_continued",
+        "stream_conversation_first",
+        "stream_conversation_continued",
     }
 
 
@@ -85,6 +88,30 @@ def test_snapshot_histories_walk_the_paths_they_are_named_after() -> None:
     assert events("legacy_early_signal")[1] == "WORKFLOW_EXECUTION_SIGNALED"
     early = events("snapshot_new_worker_and_early_signal")
     assert early[1] == "WORKFLOW_EXECUTION_SIGNALED" and "ACTIVITY_TASK_FAILED" in early
+
+
+def test_stream_histories_hold_the_stream() -> None:
+    """Replies streamed to a subscriber across continue-as-new: the activity's
+    publish signals, the subscriber's poll updates, the stream's state handed over."""
+    for name in ("stream_conversation_first", "stream_conversation_continued"):
+        history = load(Path(__file__).parents[1] / "histories" / f"{name}.json")
+        signals = [
+            e.workflow_execution_signaled_event_attributes.signal_name
+            for e in history.events
+            if e.HasField("workflow_execution_signaled_event_attributes")
+        ]
+        updates = [
+            e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
+            for e in history.events
+            if e.HasField("workflow_execution_update_accepted_event_attributes")
+        ]
+        assert signals and set(signals) == {"__temporal_workflow_stream_publish"}
+        assert "__temporal_workflow_stream_poll" in updates and "send_message" in updates
+    first = load(Path(__file__).parents[1] / "histories" / "stream_conversation_first.json")
+    handed = first.events[-1].workflow_execution_continued_as_new_event_attributes
+    assert json.loads(handed.input.payloads[0].data)["stream"]["log"]
+    continued = events("stream_conversation_continued")
+    assert continued[-1] == "WORKFLOW_EXECUTION_COMPLETED"
 
 
 @pytest.mark.parametrize(
