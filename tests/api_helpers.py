@@ -14,11 +14,10 @@ from typing import Any
 import httpx
 from temporalio.client import Client
 
-from tests.conftest import EXAMPLES, ROOT, free_port
+from tests.conftest import EXAMPLES, free_port
 from workers.api import Runs, server, tokens_of
 from workers.settings import Settings
 
-STREAMING = "workflow_streams" in (ROOT / "workflows" / "agent.py").read_text()
 """Whether ``AgentWorkflow`` hosts its run's event stream (``temporalio.contrib.workflow_streams``):
 the tests of its events run then, those of a run without a stream until then."""
 

@@ -13,15 +13,12 @@ import asyncio
 import uuid
 from pathlib import Path
 
-import pytest
 from temporalio.client import Client
 
-from tests.api_helpers import STREAMING, Sse, agents_dir, api_settings, gated, serving
+from tests.api_helpers import Sse, agents_dir, api_settings, gated, serving
 from tests.conftest import make_settings, running_worker
 from tests.llm_server import ScriptedLlm, say
 from workers.settings import Settings
-
-pytestmark = pytest.mark.skipif(not STREAMING, reason="the workflow hosts no event stream yet")
 
 
 def offsets(events: list[Sse]) -> list[int]:

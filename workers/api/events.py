@@ -32,6 +32,8 @@ log = structlog.get_logger("fsmflow.api")
 
 OFFSET_TIMEOUT = 5.0
 """How long the stream's offset query waits for a worker."""
+DRAIN_SECONDS = 5.0
+"""How long a decided message's SSE waits for the rest of its turn's events."""
 PING_SECONDS = 15
 """A comment line this often keeps proxies from closing an idle stream."""
 _NO_HANDLER = "expected but not found"
@@ -128,9 +130,10 @@ async def message_events(
 
     ``reply`` is the update's result, the turn's record: it carries the whole
     message, so a client replaces what the deltas built with it. The stream
-    carries every turn of the run; messages are answered one at a time, so deltas
-    seen before another message's ``reply`` belonged to that message and are
-    reset.
+    carries every turn of the run; events name the message they belong to
+    (``message_id``), and those of other messages are skipped. The update's result
+    may come before the last deltas have travelled through the stream, so they
+    are read until this message's ``reply`` event (at most ``DRAIN_SECONDS``).
 
     Args:
         reply: The accepted message's reply (raises ``ApiError``).
@@ -146,29 +149,44 @@ async def message_events(
     if stream is not None and offset is not None:
         pump = asyncio.create_task(_pump(stream, offset, items, workflow_id))
     streamed = False  # deltas sent since the last reset
-    ours_done = False
+    drain_until: float | None = None
+    loop = asyncio.get_running_loop()
     try:
-        while not outcome.done():
+        while pump is not None:
+            if outcome.done():
+                if outcome.exception() is not None:
+                    break  # refused or failed: no reply event of ours will come
+                # The reply is decided; its last deltas and its reply event may
+                # still be on their way through the stream: read them, a while.
+                drain_until = drain_until or loop.time() + DRAIN_SECONDS
             getter = asyncio.ensure_future(items.get())
-            await asyncio.wait({outcome, getter}, return_when=asyncio.FIRST_COMPLETED)
+            waiting: set[asyncio.Future[object]] = {getter}
+            if not outcome.done():
+                waiting.add(outcome)
+            timeout = None if drain_until is None else max(0.0, drain_until - loop.time())
+            await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if not getter.done():
                 getter.cancel()
-                break
+                if drain_until is not None and loop.time() >= drain_until:
+                    break
+                continue
             event = getter.result().data
-            if ours_done:
+            mine = event.message_id == message_id
+            if event.kind == "reply" and mine:
+                break  # every delta of this turn came before it
+            if event.message_id and not mine:
+                # Another message's turn (messages are answered one at a time).
+                if event.kind == "reply" and streamed:
+                    streamed = False
+                    reason = json.dumps({"reason": "another message's turn"})
+                    yield ServerSentEvent(reason, event="reset")
                 continue
             if event.kind == "delta":
                 streamed = True
                 yield ServerSentEvent(json.dumps({"text": event.text}), event="delta")
-            elif event.kind == "reset" or (
-                event.kind == "reply" and event.message_id != message_id
-            ):
-                if streamed:
-                    streamed = False
-                    why = event.text if event.kind == "reset" else "another message's turn"
-                    yield ServerSentEvent(json.dumps({"reason": why}), event="reset")
-            elif event.kind == "reply":
-                ours_done = True  # what follows is the next message's
+            elif event.kind == "reset" and streamed:
+                streamed = False
+                yield ServerSentEvent(json.dumps({"reason": event.text}), event="reset")
         try:
             answer = await outcome
         except ApiError as exc:
