@@ -10,7 +10,9 @@ the run is (``fsmflow.agent``, ``fsmflow.state``, ``fsmflow.reask``,
 
 Spans go wherever ``OTEL_*`` sends them (``workers/telemetry.py``); the histograms
 are recorded on Temporal's metric meter, so they reach ``/metrics`` with the SDK's
-own (Prometheus turns the dots into underscores: ``gen_ai_client_token_usage``).
+own. Prometheus takes no dots in a name or a label, so there the names are
+written with underscores, as OpenTelemetry's own Prometheus exporter writes them
+(``gen_ai_client_token_usage{gen_ai_token_type="output"}``).
 """
 
 from __future__ import annotations
@@ -128,19 +130,42 @@ def end_chat(span: trace.Span, outcome: ChatOutcome) -> None:
     span.end()
 
 
+def prometheus_name(name: str) -> str:
+    """A convention's name as Prometheus writes it (dots become underscores)."""
+    return name.replace(".", "_")
+
+
+TOKEN_USAGE = prometheus_name(metrics.GEN_AI_CLIENT_TOKEN_USAGE)
+OPERATION_DURATION = prometheus_name(metrics.GEN_AI_CLIENT_OPERATION_DURATION)
+TIME_TO_FIRST_CHUNK = prometheus_name(metrics.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK)
+SECONDS_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]
+TOKEN_BUCKETS = [16, 64, 256, 1024, 4096, 16384, 65536]
+BUCKETS = {
+    TOKEN_USAGE: TOKEN_BUCKETS,
+    OPERATION_DURATION: SECONDS_BUCKETS,
+    TIME_TO_FIRST_CHUNK: SECONDS_BUCKETS,
+}
+"""Histogram buckets for the worker's Prometheus runtime (the SDK's default ones are
+milliseconds, these are seconds and tokens as the conventions recommend)."""
+
+
+def _labels(attributes: Mapping[str, Any]) -> dict[str, str]:
+    return {prometheus_name(key): str(value) for key, value in attributes.items()}
+
+
 class ChatMetrics:
     """The GenAI client histograms, on a Temporal metric meter."""
 
     def __init__(self, meter: MetricMeter) -> None:
         """Create the instruments on ``meter`` (an activity's or the runtime's)."""
         self._tokens = meter.create_histogram(
-            metrics.GEN_AI_CLIENT_TOKEN_USAGE, "Tokens of a model call, by type", "{token}"
+            TOKEN_USAGE, "Tokens of a model call, by type", "{token}"
         )
         self._duration = meter.create_histogram_float(
-            metrics.GEN_AI_CLIENT_OPERATION_DURATION, "Duration of a model call", "s"
+            OPERATION_DURATION, "Duration of a model call", "s"
         )
         self._first_chunk = meter.create_histogram_float(
-            metrics.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK,
+            TIME_TO_FIRST_CHUNK,
             "Time from a streamed model call's request to its first chunk",
             "s",
         )
@@ -160,15 +185,17 @@ class ChatMetrics:
             if (outcome.error_type)
             else common
         )
-        self._duration.with_additional_attributes(timed).record(outcome.seconds)
+        self._duration.with_additional_attributes(_labels(timed)).record(outcome.seconds)
         if outcome.error_type:
             return
         for kind, count in (("input", outcome.input_tokens), ("output", outcome.output_tokens)):
             self._tokens.with_additional_attributes(
-                {**common, genai.GEN_AI_TOKEN_TYPE: kind}
+                _labels({**common, genai.GEN_AI_TOKEN_TYPE: kind})
             ).record(count)
         if outcome.first_chunk_seconds is not None:
-            self._first_chunk.with_additional_attributes(common).record(outcome.first_chunk_seconds)
+            self._first_chunk.with_additional_attributes(_labels(common)).record(
+                outcome.first_chunk_seconds
+            )
 
 
 @contextlib.contextmanager

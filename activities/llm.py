@@ -38,6 +38,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.bundles import BundleCache
+from activities.genai import ChatMetrics, ChatOutcome, Where, end_chat, start_chat
 from activities.heartbeat import heartbeating
 from activities.streaming import MessageTap, ReplyStream, stream_client
 from fsm.judge import move_decided
@@ -51,7 +52,6 @@ from schemas.run import RunState
 from schemas.tools import ToolInfo
 
 log = structlog.get_logger("fsmflow.llm")
-tracer = trace.get_tracer("fsmflow.activities")
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 """4xx statuses that a later attempt can succeed on (and every 5xx)."""
@@ -219,6 +219,8 @@ class _Turn:
     decided: Callable[[dict[str, Any]], bool] | None = None
     """Whether a reply's keys and move (its message aside) fit the schema and the
     engine applies them; set when the call's message is published as it streams."""
+    reask: int = 0
+    """Invalid replies the turn had before this call (telemetry)."""
 
 
 class LlmActivities:
@@ -234,6 +236,8 @@ class LlmActivities:
         self._config = config
         self._bundles = bundles
         self._clients: dict[tuple[str, str], openai.AsyncOpenAI] = {}
+        self._metrics: ChatMetrics | None = None
+        """Made on the first call, from the worker's metric meter."""
 
     async def close(self) -> None:
         """Close the HTTP clients (when the worker stops)."""
@@ -351,6 +355,7 @@ class LlmActivities:
             tier=state.model,
             secrets=frozenset(k for k, key in definition.context.items() if key.secret),
             decided=_move_check(schema, definition, run, bundle.tools) if stream else None,
+            reask=request.reask,
         )
         try:
             reply = await self._traced(endpoint, turn, stream)
@@ -391,7 +396,7 @@ class LlmActivities:
     async def _traced(
         self, endpoint: ModelEndpoint, turn: _Turn, stream: ReplyStream | None = None
     ) -> LlmTurnOutput:
-        """One model call in an ``llm.turn`` span, logged with the run's ids."""
+        """One model call in a GenAI ``chat <model>`` span with its histograms, logged."""
         info = activity.info()
         bound = log.bind(
             workflow_id=info.workflow_id,
@@ -400,17 +405,44 @@ class LlmActivities:
             where=turn.label,
             model=endpoint.model,
         )
-        span = tracer.start_span(
-            "llm.turn",
-            attributes={
-                "fsmflow.where": turn.label,
-                "fsmflow.tier": turn.tier,
-                "gen_ai.request.model": endpoint.model,
-                "fsmflow.attempt": info.attempt,
-            },
+        where = Where.of(turn.label)
+        span = start_chat(
+            endpoint.model,
+            base_url=endpoint.base_url,
+            where=where,
+            attempt=info.attempt,
+            reask=turn.reask,
+            stream=self._config.stream,
+            max_tokens=self._config.max_tokens,
+            temperature=None if endpoint.reasoning_effort else self._config.temperature,
         )
-        with trace.use_span(span, end_on_exit=True):
-            return await self._call(endpoint, turn, bound, span, stream)
+        span.set_attribute("fsmflow.tier", turn.tier)
+        facts: dict[str, Any] = {}
+        started = time.monotonic()
+        outcome = ChatOutcome()
+        try:
+            with trace.use_span(span, end_on_exit=False):
+                reply = await self._call(endpoint, turn, bound, span, stream, facts)
+            outcome = ChatOutcome(
+                response_model=str(facts.get("model") or ""),
+                input_tokens=reply.prompt_tokens,
+                output_tokens=reply.completion_tokens,
+                finish_reasons=[facts["finish_reason"]] if facts.get("finish_reason") else [],
+                seconds=time.monotonic() - started,
+                first_chunk_seconds=facts.get("first_chunk"),
+                valid=reply.problem is None,
+            )
+            return reply
+        except ApplicationError as exc:
+            outcome = ChatOutcome(
+                seconds=time.monotonic() - started, error_type=exc.type or "LlmFailed"
+            )
+            raise
+        finally:
+            end_chat(span, outcome)
+            if self._metrics is None:
+                self._metrics = ChatMetrics(activity.metric_meter())
+            self._metrics.record(endpoint.model, where, outcome)
 
     async def _call(
         self,
@@ -419,6 +451,7 @@ class LlmActivities:
         bound: Any,
         span: trace.Span,
         stream: ReplyStream | None,
+        facts: dict[str, Any],
     ) -> LlmTurnOutput:
         options = self._options(endpoint, turn.messages, turn.name, turn.schema)
         where = redact_url(endpoint.base_url)
@@ -431,9 +464,9 @@ class LlmActivities:
         try:
             async with heartbeating(), asyncio.timeout(self._config.timeout_seconds):
                 if self._config.stream:
-                    received = await self._streamed(endpoint, options, tap, stream)
+                    received = await self._streamed(endpoint, options, tap, stream, facts)
                 else:
-                    received = await self._whole(endpoint, options)
+                    received = await self._whole(endpoint, options, facts)
         except openai.APIStatusError as exc:
             status = exc.status_code
             retryable = status in RETRYABLE_STATUS or status >= 500
@@ -490,14 +523,7 @@ class LlmActivities:
                 # Keys written again after the message (duplicates): the whole reply
                 # makes another move than the one its beginning showed.
                 await stream.reset("the reply was rejected (engine); the model is asked again")
-        span.set_attributes(
-            {
-                "gen_ai.usage.input_tokens": prompt_tokens,
-                "gen_ai.usage.output_tokens": completion_tokens,
-                "fsmflow.latency_ms": latency_ms,
-                "fsmflow.valid": problem is None,
-            }
-        )
+        span.set_attribute("fsmflow.latency_ms", latency_ms)
         bound.info(
             "llm_turn",
             latency_ms=latency_ms,
@@ -517,7 +543,7 @@ class LlmActivities:
         )
 
     async def _whole(
-        self, endpoint: ModelEndpoint, options: dict[str, Any]
+        self, endpoint: ModelEndpoint, options: dict[str, Any], facts: dict[str, Any]
     ) -> tuple[str, str | None, Any] | None:
         """One reply in one response: (content, finish reason, usage), or None without choices."""
         # The documented low-level request with the body as built: the typed
@@ -526,9 +552,11 @@ class LlmActivities:
         response = await self._client(endpoint).post(
             "/chat/completions", body=options, cast_to=ChatCompletion
         )
+        facts["model"] = response.model
         if not response.choices:
             return None
         choice = response.choices[0]
+        facts["finish_reason"] = choice.finish_reason
         return choice.message.content or "", choice.finish_reason, response.usage
 
     async def _streamed(
@@ -537,12 +565,17 @@ class LlmActivities:
         options: dict[str, Any],
         tap: MessageTap | None,
         stream: ReplyStream | None,
+        facts: dict[str, Any],
     ) -> tuple[str, str | None, Any] | None:
         """One reply as server-sent events, its message published as it comes.
+
+        ``facts`` gets the responding model, the finish reason and the seconds to
+        the first chunk (telemetry).
 
         Returns (content, finish reason, usage), or None when no chunk held a choice.
         """
         body = {**options, "stream": True, "stream_options": {"include_usage": True}}
+        requested = time.monotonic()
         chunks = await self._client(endpoint).post(
             "/chat/completions",
             body=body,
@@ -556,6 +589,9 @@ class LlmActivities:
         chosen = False
         async with chunks:
             async for chunk in chunks:
+                if "first_chunk" not in facts:
+                    facts["first_chunk"] = time.monotonic() - requested
+                    facts["model"] = chunk.model
                 if chunk.usage is not None:
                     usage = chunk.usage
                 if not chunk.choices:
@@ -568,7 +604,7 @@ class LlmActivities:
                     if tap is not None and stream is not None:
                         await stream.delta(tap.feed(piece))
                 if choice.finish_reason is not None:
-                    finish_reason = choice.finish_reason
+                    finish_reason = facts["finish_reason"] = choice.finish_reason
         return ("".join(parts), finish_reason, usage) if chosen else None
 
 

@@ -80,6 +80,8 @@ class LlmTurnInput(_Io):
     reply's text is published there as it is generated. Empty: nothing is published."""
     message_id: str = ""
     """The update id of the message a conversation turn answers (on its stream events)."""
+    reask: int = 0
+    """Invalid replies the turn had before this call (its re-asks so far; telemetry)."""
 
 
 class LlmTurnOutput(ModelReply):

@@ -169,6 +169,14 @@ async def test_probes_metrics_and_sigterm_drain(
         assert "fsmflow_turns" in text and 'agent="contact_form"' in text
         assert "fsmflow_tokens" in text and "fsmflow_transitions" in text
         assert "temporal_" in text  # the SDK's own metrics
+        # The GenAI client histograms (OpenTelemetry's names, Prometheus' underscores).
+        assert "gen_ai_client_token_usage" in text and 'gen_ai_token_type="output"' in text
+        assert "gen_ai_client_operation_duration" in text
+        assert any(  # buckets in seconds, not the SDK's milliseconds
+            line.startswith("gen_ai_client_operation_duration_bucket") and 'le="0.05"' in line
+            for line in text.splitlines()
+        )
+        assert "gen_ai_client_operation_time_to_first_chunk" in text
         assert get(f"{base}/nope")[0] == 404
     finally:
         process.send_signal(signal.SIGTERM)

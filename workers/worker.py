@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 
 from activities.bundles import BundleCache
 from activities.definitions import DefinitionActivities, load_agents
+from activities.genai import BUCKETS as GENAI_BUCKETS
 from activities.llm import LlmActivities
 from activities.tools import ToolActivities, ToolModuleError, load_tool_modules
 from fsm.problems import DefinitionError
@@ -158,7 +159,11 @@ def _metrics_runtime(settings: Settings) -> Runtime | None:
             log.warning("metrics_disabled", bind=settings.metrics_bind, error=str(exc))
             return None
     return Runtime(
-        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=settings.metrics_bind))
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(
+                bind_address=settings.metrics_bind, histogram_bucket_overrides=GENAI_BUCKETS
+            )
+        )
     )
 
 

@@ -470,6 +470,7 @@ class AgentWorkflow:
             label=f"{definition.name}/{run.state}",
             turn=turn,
             message_id=message_id,
+            reask=progress.invalid if progress is not None else 0,
         )
         self._busy = "model"
         try:

@@ -53,11 +53,24 @@ async def test_a_turn_is_traced(
         await handle.terminate("test over")
     spans = exporter.get_finished_spans()
     by_name = {span.name: span for span in spans}
-    llm_span = by_name["llm.turn"]
-    assert llm_span.attributes is not None
-    assert llm_span.attributes["gen_ai.request.model"] == model_name
-    assert llm_span.attributes["fsmflow.where"] == "contact_form/ask_name"
-    assert llm_span.attributes["gen_ai.usage.output_tokens"] > 0
+    # The OpenTelemetry GenAI conventions, plus where the run is.
+    llm_span = by_name[f"chat {model_name}"]
+    attributes = llm_span.attributes
+    assert attributes is not None
+    assert attributes["gen_ai.operation.name"] == "chat"
+    assert attributes["gen_ai.provider.name"] == "openai"
+    assert attributes["gen_ai.request.model"] == attributes["gen_ai.response.model"] == model_name
+    assert attributes["gen_ai.usage.input_tokens"] > 0
+    assert attributes["gen_ai.usage.output_tokens"] > 0
+    assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert attributes["gen_ai.request.stream"] is True
+    assert float(attributes["gen_ai.response.time_to_first_chunk"]) >= 0
+    assert attributes["server.address"] == "127.0.0.1"
+    assert (attributes["fsmflow.agent"], attributes["fsmflow.state"]) == (
+        "contact_form",
+        "ask_name",
+    )
+    assert attributes["fsmflow.reask"] == 0 and attributes["fsmflow.valid"] is True
     activity = by_name["RunActivity:fsmflow.llm_turn"]
     assert llm_span.parent is not None and llm_span.parent.span_id == activity.context.span_id
     assert llm_span.context.trace_id == activity.context.trace_id
