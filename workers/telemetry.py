@@ -3,8 +3,9 @@
 Tracing is on when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set; the exporter reads the standard
 ``OTEL_*`` variables itself. Workflow spans come from Temporal's
-``OpenTelemetryPlugin`` (replay-safe), activity spans too; the LLM activity adds
-an ``llm.turn`` span with the model, tokens and latency.
+``OpenTelemetryPlugin`` (replay-safe), activity spans too; the activities add a
+GenAI ``chat <model>`` span per model call and ``execute_tool <name>`` per tool
+execution (``activities/genai.py``).
 
 The exporter logs its failures with the request URL (``Max retries exceeded with
 url: /v1/traces?key=...``); what an endpoint holds in its user info or query
