@@ -7,12 +7,14 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import make_settings, running_worker
 from tests.llm_server import ScriptedLlm, say
 from tests.workflows.helpers import research_to_the_gate, send, start, wait_for_status
 from workers.client import connect
+from workers.settings import Settings
 from workers.telemetry import configure_tracing, tracing_enabled
 
 
@@ -31,21 +33,28 @@ def traced() -> tuple[InMemorySpanExporter, list[Any]]:
     return exporter, configure_tracing(processor=SimpleSpanProcessor(exporter))
 
 
+async def traced_client(
+    env: WorkflowEnvironment,
+    llm: ScriptedLlm,
+    model_name: str,
+    traced: tuple[InMemorySpanExporter, list[Any]],
+) -> tuple[Settings, Client]:
+    """A worker's settings and a client with the tracing plugin; no spans recorded yet."""
+    exporter, plugins = traced
+    exporter.clear()
+    target = env.client.service_client.config.target_host
+    settings = make_settings(llm, model_name, "tq-" + model_name, temporal_address=target)
+    return settings, await connect(settings, plugins=plugins)
+
+
 async def test_a_turn_is_traced(
     temporal_env: WorkflowEnvironment,
     llm: ScriptedLlm,
     model_name: str,
     traced: tuple[InMemorySpanExporter, list[Any]],
 ) -> None:
-    exporter, plugins = traced
-    exporter.clear()
-    settings = make_settings(
-        llm,
-        model_name,
-        "tq-" + model_name,
-        temporal_address=temporal_env.client.service_client.config.target_host,
-    )
-    client = await connect(settings, plugins=plugins)
+    exporter, _ = traced
+    settings, client = await traced_client(temporal_env, llm, model_name, traced)
     llm.script(model_name, say("ask_email", "Hi Ada", name="Ada"))
     async with running_worker(client, settings):
         handle = await start(client, settings, agent="contact_form")
@@ -83,15 +92,8 @@ async def test_a_tool_execution_is_traced_by_the_genai_conventions(
     model_name: str,
     traced: tuple[InMemorySpanExporter, list[Any]],
 ) -> None:
-    exporter, plugins = traced
-    exporter.clear()
-    settings = make_settings(
-        llm,
-        model_name,
-        "tq-" + model_name,
-        temporal_address=temporal_env.client.service_client.config.target_host,
-    )
-    client = await connect(settings, plugins=plugins)
+    exporter, _ = traced
+    settings, client = await traced_client(temporal_env, llm, model_name, traced)
     llm.script(model_name, *research_to_the_gate())
     async with running_worker(client, settings):
         handle = await start(client, settings, agent="research", task="Durable execution")
