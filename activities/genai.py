@@ -6,7 +6,8 @@ first chunk) and three histograms: ``gen_ai.client.token.usage`` (by token type)
 ``gen_ai.client.operation.duration`` and ``gen_ai.client.operation.time_to_first_chunk``
 (seconds). A tool execution is a span ``execute_tool <name>``. fsmflow adds where
 the run is (``fsmflow.agent``, ``fsmflow.state``, ``fsmflow.reask``,
-``fsmflow.attempt``). The names come from ``opentelemetry-semantic-conventions``.
+``fsmflow.attempt``) and the move a reply asks for (``fsmflow.target_state``).
+The names come from ``opentelemetry-semantic-conventions``.
 
 Spans go wherever ``OTEL_*`` sends them (``workers/telemetry.py``); the histograms
 are recorded on Temporal's metric meter, so they reach ``/metrics`` with the SDK's
@@ -108,6 +109,8 @@ class ChatOutcome:
     valid: bool = True
     error_type: str = ""
     """Set when the call failed (``LlmUnavailable``, ``LlmRequestRejected``, ...)."""
+    target_state: str = ""
+    """The move the reply asks for (the engine judges it afterwards)."""
 
 
 def end_chat(span: trace.Span, outcome: ChatOutcome) -> None:
@@ -123,6 +126,8 @@ def end_chat(span: trace.Span, outcome: ChatOutcome) -> None:
         attributes[genai.GEN_AI_RESPONSE_FINISH_REASONS] = list(outcome.finish_reasons)
     if outcome.first_chunk_seconds is not None:
         attributes[genai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = outcome.first_chunk_seconds
+    if outcome.target_state:
+        attributes["fsmflow.target_state"] = outcome.target_state
     if outcome.error_type:
         attributes[error_attributes.ERROR_TYPE] = outcome.error_type
         span.set_status(Status(StatusCode.ERROR, outcome.error_type))

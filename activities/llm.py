@@ -431,6 +431,7 @@ class LlmActivities:
                 seconds=time.monotonic() - started,
                 first_chunk_seconds=facts.get("first_chunk"),
                 valid=reply.problem is None,
+                target_state=_target_state(reply.parsed),
             )
             return reply
         except ApplicationError as exc:
@@ -606,6 +607,15 @@ class LlmActivities:
                 if choice.finish_reason is not None:
                     finish_reason = facts["finish_reason"] = choice.finish_reason
         return ("".join(parts), finish_reason, usage) if chosen else None
+
+
+def _target_state(parsed: dict[str, Any] | None) -> str:
+    """The state a reply moves to (a conversation turn's, or an autonomous transition's)."""
+    if not parsed:
+        return ""
+    action = parsed.get("action")
+    target = action.get("target_state") if isinstance(action, dict) else parsed.get("target_state")
+    return target if isinstance(target, str) else ""
 
 
 def _is_json(text: str) -> bool:

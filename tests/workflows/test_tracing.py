@@ -80,6 +80,7 @@ async def test_a_turn_is_traced(
         "ask_name",
     )
     assert attributes["fsmflow.reask"] == 0 and attributes["fsmflow.valid"] is True
+    assert attributes["fsmflow.target_state"] == "ask_email"
     activity = by_name["RunActivity:fsmflow.llm_turn"]
     assert llm_span.parent is not None and llm_span.parent.span_id == activity.context.span_id
     assert llm_span.context.trace_id == activity.context.trace_id
