@@ -118,9 +118,13 @@ class Api:
         who: str = "alice",
         headers: dict[str, str] | None = None,
         until: str | None = None,
+        into: list[Sse] | None = None,
     ) -> tuple[httpx.Response, list[Sse]]:
-        """A request for server-sent events, read to the end (or to an ``until`` event)."""
-        received: list[Sse] = []
+        """A request for server-sent events, read to the end (or to an ``until`` event).
+
+        ``into`` receives each event as it arrives (for a test acting mid-stream).
+        """
+        received: list[Sse] = into if into is not None else []
         request_headers = self.headers(who, Accept="text/event-stream", **(headers or {}))
         async with self.http.stream(method, path, json=body, headers=request_headers) as response:
             if response.headers.get("content-type", "").startswith("text/event-stream"):

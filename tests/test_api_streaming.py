@@ -1,23 +1,23 @@
-"""The API's server-sent events once runs stream (Workflow Streams, ``schemas.events``).
-
-Written against the ``RunEvent`` contract before the workflow hosted a stream;
-skipped until it does (the module turns on by itself when ``workflows/agent.py``
-uses ``temporalio.contrib.workflow_streams``). Until then ``test_api.py`` checks
-what the API does for runs without a stream (a streamed message is its final
-``reply``; ``GET .../events`` is 501).
-"""
+"""The API's server-sent events of runs that stream (Workflow Streams, ``schemas.events``):
+a message's deltas then its reply, a run's events resumed with ``Last-Event-ID``,
+and a worker SIGKILLed while a reply streams to an HTTP client (who sees ``reset``,
+then the whole reply from the worker that took over)."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from pathlib import Path
 
 from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
 
 from tests.api_helpers import Sse, agents_dir, api_settings, gated, serving
 from tests.conftest import make_settings, running_worker
 from tests.llm_server import ScriptedLlm, say
+from tests.workflows.test_crash import drain, kill_if_running, spawn_worker, wait_until
+from tests.workflows.test_streaming import slow
 from workers.settings import Settings
 
 
@@ -121,3 +121,57 @@ async def test_a_follower_sees_a_decision_as_it_happens(
     assert gates[0]["state"] == "review" and not gates[0].get("decision")
     assert (gates[-1]["decision"], gates[-1]["by"]) == ("approve", "alice")
     assert received[-1].event == "end"
+
+
+async def test_a_worker_killed_mid_stream_gives_the_client_reset_then_the_full_reply(
+    temporal_env: WorkflowEnvironment,
+    client: Client,
+    llm: ScriptedLlm,
+    model_name: str,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    never = "This reply is cut short by a dying worker and is never finished at all."
+    full = "Hi Ada! What is your email address, so that we can write to you?"
+    llm.script(
+        model_name,
+        slow(say("ask_email", never, name="Ada"), chunk=2, delay=0.2),  # ~7 s: killed mid-way
+        slow(say("ask_email", full, name="Ada")),
+    )
+    workflow_id = f"api-{uuid.uuid4().hex[:8]}"
+    settings = api_settings(settings, client)
+    first = spawn_worker(temporal_env, llm, model_name, settings.task_queue, tmp_path)
+    second = None
+    received: list[Sse] = []
+    try:
+        async with serving(settings) as api:
+            message = asyncio.create_task(
+                api.events(
+                    "POST",
+                    f"/v1/runs/{workflow_id}/messages",
+                    {"text": "I'm Ada", "agent": "contact_form", "message_id": "m-1"},
+                    into=received,
+                )
+            )
+            # Part of the reply has reached the HTTP client: kill the worker streaming it.
+            await wait_until(lambda: any(e.event == "delta" for e in received), timeout=60)
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+            second = spawn_worker(temporal_env, llm, model_name, settings.task_queue, tmp_path)
+            response, events = await asyncio.wait_for(message, timeout=120)
+        await client.get_workflow_handle(workflow_id).terminate("test over")
+    finally:
+        kill_if_running(first)
+        if second is not None:
+            drain(second)
+    assert response.status_code == 200
+    kinds = [event.event for event in events]
+    assert kinds[-1] == "reply" and "reset" in kinds, kinds
+    reset = len(kinds) - 1 - kinds[::-1].index("reset")
+    withdrawn = "".join(
+        e.json()["text"] for e in events[: kinds.index("reset")] if e.event == "delta"
+    )
+    assert withdrawn and never.startswith(withdrawn) and withdrawn != never
+    streamed = "".join(e.json()["text"] for e in events[reset:] if e.event == "delta")
+    assert streamed == full == events[-1].json()["message"]
+    assert events[-1].json()["state"] == "ask_email"
