@@ -274,10 +274,7 @@ def report(figures: Figures, args: argparse.Namespace) -> None:
     ]
     for label, values in rows:
         if values:
-            print(
-                f"  {label:<34}{percentile(values, 50):6.0f} ms"
-                f"{percentile(values, 95):6.0f} ms"
-            )
+            print(f"  {label:<34}{percentile(values, 50):6.0f} ms{percentile(values, 95):6.0f} ms")
     if ttfts:
         p50 = percentile(ttfts, 50)
         print(
