@@ -284,6 +284,7 @@ async def test_approve_when_no_gate_is_open(
         "check",
         "schema",
         "diagram",
+        "import",
         "worker",
         "run",
         "chat",

@@ -11,10 +11,11 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from fsm.diagram import mermaid
-from fsm.loader import load_file
+from fsm.loader import load_file, load_text
 from fsm.problems import DefinitionError
 from schemas.definition import definition_json_schema
 from schemas.snapshot import FSM_STATUSES
@@ -111,6 +112,71 @@ def cmd_diagram(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(printable(problem.render(exc.source)), file=err)
         return 1
     out.write(printable(mermaid(loaded.definition), multiline=True))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Convert another framework's definition to fsmflow YAML; exit 1 if it fails the checks."""
+    from fsm.importers.llm_fsm import LlmFsmError, convert
+    from schemas.limits import KIB, MAX_SOURCE_BYTES
+
+    path = Path(args.file)
+    target = Path(args.output) if args.output else None
+    if target is not None and target.exists() and not args.force:
+        print(f"fsmflow import: {target} exists; give --force to overwrite it", file=err)
+        return 1
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_SOURCE_BYTES + 1)
+        if len(raw) > MAX_SOURCE_BYTES:
+            print(f"{path}: larger than the limit of {MAX_SOURCE_BYTES // KIB:,} KB", file=err)
+            return 1
+        data = json.loads(raw.decode("utf-8"))
+    except OSError as exc:
+        print(printable(f"{path}: cannot read file: {exc.strerror or exc}"), file=err)
+        return 1
+    except UnicodeDecodeError as exc:
+        print(f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}", file=err)
+        return 1
+    except json.JSONDecodeError as exc:
+        print(f"{path}: not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})", file=err)
+        return 1
+    except (RecursionError, ValueError) as exc:
+        print(printable(f"{path}: not JSON: {exc}"), file=err)
+        return 1
+    try:
+        result = convert(data, source=str(path))
+    except LlmFsmError as exc:
+        for problem in exc.problems:
+            print(printable(f"{path}: {problem}"), file=err)
+        return 1
+    for line in result.report:
+        print(printable(f"{path}: {line}"), file=err)
+    text = result.definition_yaml
+    if target is not None:
+        target.write_text(text)
+    else:
+        out.write(printable(text, multiline=True))
+    written = str(target) if target is not None else "the converted definition"
+    try:
+        loaded = load_text(text, source=written, fmt="yaml")
+    except DefinitionError as exc:
+        # Written anyway: it is the whole conversion, and the lines say what to fix.
+        for problem in exc.problems:
+            print(printable(problem.render(exc.source)), file=err)
+        print(f"fsmflow import: {written} does not pass fsmflow check", file=err)
+        return 1
+    for warning in loaded.warnings:
+        print(printable(warning.render(loaded.source)), file=err)
+    definition = loaded.definition
+    print(
+        printable(
+            f"{path}: imported as agent {definition.name!r}: {len(definition.states)} states, "
+            f"{len(definition.context)} context keys, {len(result.report)} report lines"
+            + (f"; written to {target}" if target is not None else "")
+        ),
+        file=err,
+    )
     return 0
 
 
@@ -411,6 +477,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diagram.add_argument("file", metavar="FILE")
     diagram.set_defaults(handler=cmd_diagram)
+
+    importing = commands.add_parser(
+        "import",
+        help="convert another framework's definition to fsmflow YAML",
+        description="Convert an agent definition written for another framework to an fsmflow "
+        "definition. Prints the YAML (or writes it with -o); each thing that could not be "
+        "mapped is one line on stderr, and in the YAML's header. Exit 0 when the result passes "
+        "fsmflow check, 1 when the input is invalid or the result needs fixing.",
+    )
+    formats = importing.add_subparsers(dest="source_format", required=True, metavar="FORMAT")
+    llm_fsm = formats.add_parser(
+        "llm-fsm",
+        help="an llm-fsm / fsm_llm JSON definition",
+        description="Convert an llm-fsm / fsm_llm JSON definition (states with purpose, "
+        "required_context_keys and transitions with JsonLogic conditions) to fsmflow YAML. "
+        "See docs/import.md for the mapping and what is not mapped.",
+    )
+    llm_fsm.add_argument("file", metavar="FILE.json")
+    llm_fsm.add_argument("-o", "--output", metavar="OUT.yaml", help="write here, not to stdout")
+    llm_fsm.add_argument("--force", action="store_true", help="overwrite OUT.yaml if it exists")
+    llm_fsm.set_defaults(handler=cmd_import)
 
     worker = commands.add_parser(
         "worker",
