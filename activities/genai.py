@@ -103,6 +103,8 @@ class ChatOutcome:
     response_model: str = ""
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_tokens: int = 0
+    """Input tokens the endpoint served from its prefix cache."""
     finish_reasons: Sequence[str] = ()
     seconds: float = 0.0
     first_chunk_seconds: float | None = None
@@ -119,6 +121,7 @@ def end_chat(span: trace.Span, outcome: ChatOutcome) -> None:
         genai.GEN_AI_USAGE_INPUT_TOKENS: outcome.input_tokens,
         genai.GEN_AI_USAGE_OUTPUT_TOKENS: outcome.output_tokens,
         "fsmflow.valid": outcome.valid,
+        genai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: outcome.cached_tokens,
     }
     if outcome.response_model:
         attributes[genai.GEN_AI_RESPONSE_MODEL] = outcome.response_model

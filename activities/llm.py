@@ -343,6 +343,7 @@ class LlmActivities:
             request.dialogue,
             task=request.task,
             feedback=request.feedback,
+            rejected_reply=request.rejected_reply,
             tools=bundle.tools,
         )
         if definition.mode != "conversation":
@@ -426,6 +427,7 @@ class LlmActivities:
             outcome = ChatOutcome(
                 response_model=str(facts.get("model") or ""),
                 input_tokens=reply.prompt_tokens,
+                cached_tokens=reply.cached_tokens,
                 output_tokens=reply.completion_tokens,
                 finish_reasons=[facts["finish_reason"]] if facts.get("finish_reason") else [],
                 seconds=time.monotonic() - started,
@@ -514,6 +516,7 @@ class LlmActivities:
         latency_ms = int((time.monotonic() - started) * 1000)
         prompt_tokens = usage.prompt_tokens if usage else 0
         completion_tokens = usage.completion_tokens if usage else 0
+        cached_tokens = _cached_tokens(usage)
         problem, kind, parsed = _judge_content(
             content, turn.schema, finish_reason, self._config.max_tokens, turn.secrets
         )
@@ -530,6 +533,7 @@ class LlmActivities:
             latency_ms=latency_ms,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
+            cached_tokens=cached_tokens,
             valid=problem is None,
         )
         return LlmTurnOutput(
@@ -540,6 +544,7 @@ class LlmActivities:
             model=endpoint.model,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
+            cached_tokens=cached_tokens,
             latency_ms=latency_ms,
         )
 
@@ -645,6 +650,16 @@ def _move_check(
         return move_decided(definition, run, candidate, tools)
 
     return decided
+
+
+def _cached_tokens(usage: Any) -> int:
+    """Prompt tokens the endpoint served from its prefix cache (0 when it does not say).
+
+    OpenAI and llama.cpp report ``usage.prompt_tokens_details.cached_tokens``.
+    """
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) if details is not None else None
+    return cached if isinstance(cached, int) and cached >= 0 else 0
 
 
 ProblemKind = Literal["invalid_json", "schema", "truncated"]

@@ -100,11 +100,19 @@ def percentile(values: list[float], p: float) -> float:
 
 
 @contextmanager
-def model_server() -> Iterator[str]:
-    """The embedded model as ``fsmflow dev up`` starts it; its OpenAI base URL."""
+def model_server(*, parallel: int = 2) -> Iterator[str]:
+    """The embedded model as ``fsmflow dev up`` starts it (``parallel`` slots); its base URL."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "workers.local_llm", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "workers.local_llm",
+            "--port",
+            str(port),
+            "--parallel",
+            str(parallel),
+        ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -23,8 +23,11 @@ _NAME_RE = re.compile(NAME_PATTERN)
 
 
 def successors(state: State) -> list[str]:
-    """Every state a state can move to: transitions, approval and ``on_invalid`` targets."""
-    targets = [t.target for t in state.transitions]
+    """Every state a state can move to: transitions, approval and ``on_invalid`` targets.
+
+    Eventless transitions (``always``) included.
+    """
+    targets = [t.target for t in (*state.transitions, *state.always)]
     if isinstance(state.on_invalid, InvalidGoto):
         targets.append(state.on_invalid.goto)
     if state.approval is not None:
@@ -37,7 +40,7 @@ def successors(state: State) -> list[str]:
 def guard_keys(state: State) -> set[str]:
     """Declared context keys this state's guards read (system keys excluded)."""
     keys: set[str] = set()
-    for transition in state.transitions:
+    for transition in (*state.transitions, *state.always):
         keys.update(transition.requires)
         keys.update(
             var.split(".")[0]
@@ -52,7 +55,7 @@ def is_self_only(state_id: str, state: State) -> bool:
     return (
         not state.terminal
         and state.approval is None
-        and all(t.target == state_id for t in state.transitions)
+        and all(t.target == state_id for t in (*state.transitions, *state.always))
     )
 
 
@@ -113,9 +116,14 @@ def _check_key_list(
 
 
 def _check_guard(
-    definition: AgentDefinition, state_id: str, index: int, when: object, listed: set[str]
+    definition: AgentDefinition,
+    state_id: str,
+    index: int,
+    when: object,
+    listed: set[str],
+    field: str = "transitions",
 ) -> Iterator[Problem]:
-    path = ("states", state_id, "transitions", index, "when")
+    path = ("states", state_id, field, index, "when")
     depth = guard_depth(when)
     if depth > MAX_GUARD_DEPTH:
         yield Problem(f"nested {depth} levels deep; the limit is {MAX_GUARD_DEPTH}", path)
@@ -174,17 +182,30 @@ def _check_state(
             "and use on_approve / on_reject",
             (*where, "transitions"),
         )
-    for index, transition in enumerate(state.transitions):
-        if transition.target not in definition.states:
-            yield Problem(
-                f"target {transition.target!r} is not a state"
-                + did_you_mean(transition.target, definition.states),
-                (*where, "transitions", index),
-            )
-        for problem in _check_key_list(definition, state_id, "requires", transition.requires):
-            yield Problem(problem.message, (*where, "transitions", index, "requires"))
-        if transition.when is not None:
-            yield from _check_guard(definition, state_id, index, transition.when, listed)
+    if state.always and (state.terminal or state.approval is not None):
+        yield Problem(
+            "a terminal state cannot have eventless transitions"
+            if state.terminal
+            else "an approval gate moves only by a decision: remove its 'always' transitions",
+            (*where, "always"),
+        )
+    for field in ("transitions", "always"):
+        for index, transition in enumerate(getattr(state, field)):
+            if transition.target not in definition.states:
+                yield Problem(
+                    f"target {transition.target!r} is not a state"
+                    + did_you_mean(transition.target, definition.states),
+                    (*where, field, index),
+                )
+            elif field == "always" and transition.target == state_id:
+                yield Problem(
+                    "an eventless transition to the state itself would loop without a turn",
+                    (*where, field, index),
+                )
+            for problem in _check_key_list(definition, state_id, "requires", transition.requires):
+                yield Problem(problem.message, (*where, field, index, "requires"))
+            if transition.when is not None:
+                yield from _check_guard(definition, state_id, index, transition.when, listed, field)
     if state.approval is not None:
         for field in ("on_approve", "on_reject", "on_timeout"):
             target = getattr(state.approval, field)
@@ -316,6 +337,57 @@ def _reaching(definition: AgentDefinition, ends: Iterable[str]) -> set[str]:
     return seen
 
 
+def _always_cycles(definition: AgentDefinition) -> Iterator[Problem]:
+    """Eventless transitions that can form a loop: the FSM would move forever without a turn.
+
+    Guards are not evaluated (they might all hold at once), so any cycle of
+    ``always`` edges is refused; each is reported once, at its first state.
+    """
+    edges = {
+        state_id: sorted(
+            {
+                t.target
+                for t in state.always
+                if t.target in definition.states and t.target != state_id
+            }
+        )
+        for state_id, state in definition.states.items()
+    }
+    done: set[str] = set()
+    reported: set[frozenset[str]] = set()
+    for start in definition.states:
+        if start in done:
+            continue
+        # Iterative depth-first search; ``path`` is the current chain of states.
+        path: list[str] = [start]
+        on_path = {start}
+        iterators = [iter(edges[start])]
+        while iterators:
+            target = next(iterators[-1], None)
+            if target is None:
+                iterators.pop()
+                finished = path.pop()
+                done.add(finished)
+                on_path.discard(finished)
+                continue
+            if target in on_path:
+                loop = path[path.index(target) :]
+                if frozenset(loop) not in reported:
+                    reported.add(frozenset(loop))
+                    chain = " -> ".join([*loop, target])
+                    yield Problem(
+                        f"eventless transitions form a loop ({chain}): the FSM could move "
+                        "forever without a turn",
+                        ("states", loop[0], "always"),
+                    )
+                continue
+            if target in done:
+                continue
+            path.append(target)
+            on_path.add(target)
+            iterators.append(iter(edges[target]))
+
+
 def _check_graph(definition: AgentDefinition) -> Iterator[Problem]:
     states = definition.states
     if not any(state.terminal for state in states.values()):
@@ -327,6 +399,7 @@ def _check_graph(definition: AgentDefinition) -> Iterator[Problem]:
             anchor=("initial_state",),
         )
         return
+    yield from _always_cycles(definition)
     reachable = _reachable(definition, definition.initial_state)
     for state_id in states:
         if state_id not in reachable:

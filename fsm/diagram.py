@@ -30,7 +30,8 @@ def mermaid(definition: AgentDefinition) -> str:
     """A ``stateDiagram-v2`` of the definition.
 
     Terminal states lead to ``[*]``; approval gates are notes, with ``approve``,
-    ``reject`` and ``timeout`` edges; guarded transitions show their guard.
+    ``reject`` and ``timeout`` edges; guarded transitions show their guard;
+    eventless ones (``always``) are labelled "always".
     """
     lines = ["stateDiagram-v2", f"    [*] --> {definition.initial_state}"]
     for state_id, state in definition.states.items():
@@ -38,6 +39,16 @@ def mermaid(definition: AgentDefinition) -> str:
             label = _label(_transition_label(transition))
             lines.append(
                 f"    {state_id} --> {transition.target}" + (f": {label}" if label else "")
+            )
+        for transition in state.always:
+            # The FSM's own move: drawn with its guard, marked "always".
+            guard = (
+                _label(_transition_label(transition))
+                if transition.requires or transition.when is not None
+                else ""
+            )
+            lines.append(
+                f"    {state_id} --> {transition.target}: always" + (f" {guard}" if guard else "")
             )
         if isinstance(state.on_invalid, InvalidGoto):
             lines.append(f"    {state_id} --> {state.on_invalid.goto}: no valid turn")

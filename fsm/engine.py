@@ -32,6 +32,9 @@ from schemas.turn import AutonomousDecision, TurnDecision
 
 Decision = Literal["approve", "reject", "timeout"]
 
+STAY = "stay here (ask for what is still missing)"
+"""What the model reads about staying: always the last move offered."""
+
 ARTIFACTS_KEPT = 50
 """Artifact references a run keeps offering to its tools (the newest)."""
 
@@ -79,7 +82,22 @@ class TurnResult:
 
 
 def writable_keys(definition: AgentDefinition, state_id: str) -> list[str]:
-    """Keys the model may see and write in a state: ``collects`` then ``sees``."""
+    """Keys the model may write in a state: its ``collects``.
+
+    A definition recorded before ``sees`` became read-only (``sees_writable``)
+    keeps its rule: the keys it sees are writable too.
+    """
+    if definition.sees_writable:
+        return visible_keys(definition, state_id)
+    return list(dict.fromkeys(definition.states[state_id].collects))
+
+
+def visible_keys(definition: AgentDefinition, state_id: str) -> list[str]:
+    """Keys the model sees in a state: ``collects``, then ``sees`` (read-only).
+
+    A state without ``sees`` shows the keys its guards read, so the model knows
+    what a move waits for.
+    """
     state = definition.states[state_id]
     sees = state.sees if state.sees is not None else sorted(guard_keys(state))
     return list(dict.fromkeys([*state.collects, *sees]))
@@ -137,9 +155,10 @@ def _needs(transition: Transition, run: RunState, writable: list[str]) -> tuple[
     return tuple(needs)
 
 
-def _ordered(state: State) -> list[Transition]:
+def _ordered(transitions: State | list[Transition]) -> list[Transition]:
     # sorted() is stable: equal priorities keep the order of the file.
-    return sorted(state.transitions, key=lambda t: t.priority)
+    listed = transitions.transitions if isinstance(transitions, State) else transitions
+    return sorted(listed, key=lambda t: t.priority)
 
 
 def allowed_moves(definition: AgentDefinition, run: RunState) -> list[Move]:
@@ -180,7 +199,7 @@ def allowed_moves(definition: AgentDefinition, run: RunState) -> list[Move]:
         # A state that forbids staying still offers it when no transition can
         # hold this turn and it has no tools: the run must not be left without a
         # legal move. With tools, calling one is the way forward.
-        moves[run.state] = Move(run.state, "stay in this state (e.g. to ask for what is missing)")
+        moves[run.state] = Move(run.state, STAY)
     return list(moves.values())
 
 
@@ -220,8 +239,61 @@ def start_run(definition: AgentDefinition, context: Mapping[str, Any] | None = N
     return _settle(definition, run)
 
 
+MAX_ALWAYS_HOPS = 64
+"""Eventless transitions followed in a row at most (checks refuse a cycle of them;
+this bounds a definition loaded without its checks)."""
+
+
+def _follow_always(definition: AgentDefinition, run: RunState) -> RunState:
+    """Take the state's eventless transitions while one's guard holds.
+
+    Not a step: the model took no turn. Each hop is traced as ``always``.
+    """
+    for _ in range(MAX_ALWAYS_HOPS):
+        state = definition.states[run.state]
+        if state.terminal or state.approval is not None or not state.always:
+            return run
+        taken = next((t for t in _ordered(state.always) if guard_holds(t, run)), None)
+        if taken is None or taken.target not in definition.states:
+            return run
+        entry = TraceEntry(
+            step=run.step,
+            kind="always",
+            from_state=run.state,
+            to_state=taken.target,
+            accepted=True,
+            reason=taken.description or _guard_text(taken),
+        )
+        visits = dict(run.visits)
+        if taken.target != run.state:
+            visits[taken.target] = visits.get(taken.target, 0) + 1
+        run = run.model_copy(
+            update={
+                "state": taken.target,
+                "visits": visits,
+                "visit_tool_calls": 0 if taken.target != run.state else run.visit_tool_calls,
+                "trace": (*run.trace, entry),
+            }
+        )
+    return run
+
+
+def _guard_text(transition: Transition) -> str:
+    parts = []
+    if transition.requires:
+        parts.append("has " + ", ".join(transition.requires))
+    if transition.when is not None:
+        parts.append(jsonlogic.describe(transition.when))
+    return " and ".join(parts) or "always"
+
+
 def _settle(definition: AgentDefinition, run: RunState) -> RunState:
-    """Set status from the state entered: terminal, gate, or the step bound."""
+    """Follow eventless transitions, then set status from the state reached.
+
+    Terminal, gate, or the step bound.
+    """
+    if run.step < definition.max_steps:
+        run = _follow_always(definition, run)
     state = definition.states[run.state]
     if state.terminal:
         return run.model_copy(
@@ -257,6 +329,7 @@ def _reject(
     model: str | None = None,
     tokens: int | None = None,
     latency_ms: int | None = None,
+    cached_tokens: int | None = None,
     tool: str | None = None,
 ) -> TurnResult:
     entry = TraceEntry(
@@ -270,6 +343,7 @@ def _reject(
         model=model,
         tokens=tokens,
         latency_ms=latency_ms,
+        cached_tokens=cached_tokens,
         tool=tool,
     )
     return TurnResult(False, run.model_copy(update={"trace": (*run.trace, entry)}), reason, entry)
@@ -309,7 +383,11 @@ def _update_problem(
         if key not in definition.context:
             return f"key {key!r} is not a declared context key; writable here: {listing}"
         if key not in writable:
-            return f"key {key!r} cannot be written in state {state_id!r}; writable here: {listing}"
+            shown = " (it is read-only here)" if key in visible_keys(definition, state_id) else ""
+            return (
+                f"key {key!r} cannot be written in state {state_id!r}{shown}; "
+                f"writable here: {listing}"
+            )
         if value is not None and (problem := value_problem(key, definition.context[key], value)):
             return problem
     return None
@@ -345,6 +423,7 @@ def apply_turn(
     model: str | None = None,
     tokens: int | None = None,
     latency_ms: int | None = None,
+    cached_tokens: int | None = None,
 ) -> TurnResult:
     """Judge a model's turn and apply it when the table allows it.
 
@@ -360,6 +439,7 @@ def apply_turn(
         model: The model that produced it, for the trace.
         tokens: Tokens it cost, for the trace.
         latency_ms: How long the model took, for the trace.
+        cached_tokens: Prompt tokens the endpoint served from its cache, for the trace.
 
     Returns:
         The verdict, with the run after it.
@@ -367,7 +447,13 @@ def apply_turn(
 
     def reject(reason: str) -> TurnResult:
         return _reject(
-            run, reason, turn.target_state, model=model, tokens=tokens, latency_ms=latency_ms
+            run,
+            reason,
+            turn.target_state,
+            model=model,
+            tokens=tokens,
+            latency_ms=latency_ms,
+            cached_tokens=cached_tokens,
         )
 
     if (reason := _not_open_reason(run)) is not None:
@@ -388,6 +474,7 @@ def apply_turn(
         model=model,
         tokens=tokens,
         latency_ms=latency_ms,
+        cached_tokens=cached_tokens,
     )
     return _enter(definition, run, turn.target_state, context, entry)
 
@@ -447,6 +534,7 @@ def record_rejection(
     model: str | None = None,
     tokens: int | None = None,
     latency_ms: int | None = None,
+    cached_tokens: int | None = None,
     tool: str | None = None,
 ) -> RunState:
     """Append a rejected event to the trace.
@@ -464,6 +552,7 @@ def record_rejection(
         model=model,
         tokens=tokens,
         latency_ms=latency_ms,
+        cached_tokens=cached_tokens,
         tool=tool,
     ).run
 
@@ -561,6 +650,7 @@ def record_tool_call(
     model: str | None = None,
     tokens: int | None = None,
     latency_ms: int | None = None,
+    cached_tokens: int | None = None,
 ) -> RunState:
     """Record an executed tool call: a step in the current state.
 
@@ -582,6 +672,7 @@ def record_tool_call(
         model: The model that declared the call.
         tokens: Tokens the declaration cost.
         latency_ms: How long the model took.
+        cached_tokens: Prompt tokens the endpoint served from its cache.
     """
     context = dict(run.context)
     writes = definition.tools[tool].writes if tool in definition.tools else []
@@ -605,6 +696,7 @@ def record_tool_call(
         model=model,
         tokens=tokens,
         latency_ms=latency_ms,
+        cached_tokens=cached_tokens,
         tool=tool,
     )
     known = [ref for ref in run.artifacts if ref not in artifacts]

@@ -62,10 +62,16 @@ class Usage:
     model: str | None = None
     tokens: int | None = None
     latency_ms: int | None = None
+    cached_tokens: int | None = None
 
     def fields(self) -> dict[str, Any]:
         """As keyword arguments of the engine's trace-recording functions."""
-        return {"model": self.model, "tokens": self.tokens, "latency_ms": self.latency_ms}
+        return {
+            "model": self.model,
+            "tokens": self.tokens,
+            "latency_ms": self.latency_ms,
+            "cached_tokens": self.cached_tokens,
+        }
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,7 @@ def judge_reply(
     a tool call the engine refuses, or a turn the engine rejects changes nothing
     but the trace; a turn the engine accepts is applied.
     """
-    usage = Usage(reply.model, reply.tokens, reply.latency_ms)
+    usage = Usage(reply.model, reply.tokens, reply.latency_ms, reply.cached_tokens)
     if reply.problem is not None:
         kind = reply.problem_kind or (
             "invalid_json" if "not valid JSON" in reply.problem else "schema"
@@ -201,14 +207,33 @@ def note_failure(
     )
 
 
-def note_invalid(progress: TurnProgress | None, problem: str) -> TurnProgress:
-    """An invalid reply: the next call re-asks with ``problem`` as feedback."""
+REJECTED_REPLY_CHARS = 1200
+"""Bound of a rejected reply a re-ask shows the model (its own words, verbatim)."""
+
+
+def rejected_text(reply: ModelReply) -> str:
+    """A rejected reply as the model wrote it (compact JSON when it parsed), bounded."""
+    text = (
+        json.dumps(reply.parsed, ensure_ascii=False, separators=(",", ":"))
+        if reply.parsed is not None
+        else reply.content
+    )
+    return text[:REJECTED_REPLY_CHARS]
+
+
+def note_invalid(progress: TurnProgress | None, problem: str, reply: str = "") -> TurnProgress:
+    """An invalid reply: the next call re-asks with ``problem`` as feedback.
+
+    ``reply`` is the rejected reply (empty when it was cut off: the model is asked
+    for a shorter one, not shown the stub).
+    """
     progress = progress or TurnProgress()
     return progress.model_copy(
         update={
             "failures": progress.failures + 1,
             "invalid": progress.invalid + 1,
             "feedback": problem,
+            "rejected_reply": reply,
         }
     )
 
@@ -280,12 +305,14 @@ def reply_rejected(
     now: datetime,
     *,
     can_wait: bool,
+    reply: str = "",
 ) -> Escalation:
     """An invalid reply: a re-ask with the reason, or, once they are spent, ``on_invalid``.
 
-    See ``give_up_invalid`` for what the state's rule does.
+    The re-ask shows the model ``reply`` (what it wrote) and the reason. See
+    ``give_up_invalid`` for what the state's rule does.
     """
-    progress = note_invalid(snapshot.progress, problem)
+    progress = note_invalid(snapshot.progress, problem, reply)
     snapshot = snapshot.model_copy(update={"progress": progress})
     if not reasks_spent(snapshot.limits, progress):
         return Escalation(snapshot)
@@ -395,10 +422,16 @@ def fail_after_grace(snapshot: RunSnapshot, what: str, error: str) -> RunSnapsho
 
 
 def push_dialogue(snapshot: RunSnapshot, *turns: DialogueTurn) -> RunSnapshot:
-    """Append messages to the dialogue, keeping the newest ``history_keep``."""
+    """Append messages to the dialogue, keeping the newest ``history_keep``.
+
+    A message without a state is stamped with the run's current state.
+    """
     keep = snapshot.limits.history_keep
-    dialogue = (*snapshot.dialogue, *turns)[-keep:] if keep else ()
-    return snapshot.model_copy(update={"dialogue": dialogue})
+    stamped = [t if t.state else t.model_copy(update={"state": snapshot.run.state}) for t in turns]
+    every = (*snapshot.dialogue, *stamped)
+    dialogue = every[-keep:] if keep else ()
+    dropped = snapshot.dialogue_dropped + len(every) - len(dialogue)
+    return snapshot.model_copy(update={"dialogue": dialogue, "dialogue_dropped": dropped})
 
 
 def after_autonomous_turn(
@@ -511,10 +544,12 @@ def carry(snapshot: RunSnapshot, run_id: str) -> RunSnapshot:
     """
     limits = snapshot.limits
     run = snapshot.run
+    kept = snapshot.dialogue[-limits.history_keep :] if limits.history_keep else ()
     return snapshot.model_copy(
         update={
             "run": run.model_copy(update={"trace": run.trace[-limits.trace_keep :]}),
-            "dialogue": snapshot.dialogue[-limits.history_keep :] if limits.history_keep else (),
+            "dialogue": kept,
+            "dialogue_dropped": snapshot.dialogue_dropped + len(snapshot.dialogue) - len(kept),
             "turns": 0,
             "continued_from": run_id,
         }

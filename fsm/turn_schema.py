@@ -19,7 +19,24 @@ from schemas.run import RunState
 from schemas.tools import ToolInfo
 
 MESSAGE_MAX_LENGTH = 600
+"""The default bound of a reply's message (``reply_max_length``)."""
 REASONING_MAX_LENGTH = 300
+"""The bound of ``reasoning: full``."""
+SHORT_REASONING_MAX_LENGTH = 100
+"""The bound of ``reasoning: short`` (the default): a sentence."""
+
+_REASONING_BOUNDS = {"short": SHORT_REASONING_MAX_LENGTH, "full": REASONING_MAX_LENGTH}
+
+
+def reasoning_bound(definition: AgentDefinition, state_id: str) -> int:
+    """Characters of reasoning a turn may write in a state (0: none at all)."""
+    level = definition.states[state_id].reasoning or definition.reasoning
+    return _REASONING_BOUNDS.get(level, 0)
+
+
+def reply_bound(definition: AgentDefinition, state_id: str) -> int:
+    """Characters a conversation reply's message may have in a state."""
+    return definition.states[state_id].reply_max_length or definition.reply_max_length
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -57,25 +74,34 @@ def _bounded(max_length: int, description: str) -> dict[str, Any]:
     return {"type": "string", "maxLength": max_length, "description": description}
 
 
-def conversation_turn_schema(
-    definition: AgentDefinition,
-    run: RunState,
-    *,
-    message_max_length: int = MESSAGE_MAX_LENGTH,
-    reasoning_max_length: int = REASONING_MAX_LENGTH,
-) -> dict[str, Any]:
-    """The schema of a conversation turn in the run's current state."""
+def _turn_object(fields: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "object",
-        "properties": {
-            "reasoning": _bounded(reasoning_max_length, "brief private reasoning"),
-            "context_update": context_update_schema(definition, run),
-            "target_state": {"type": "string", "enum": allowed_targets(definition, run)},
-            "message": _bounded(message_max_length, "the reply to the user"),
-        },
-        "required": ["reasoning", "context_update", "target_state", "message"],
+        "properties": fields,
+        "required": list(fields),
         "additionalProperties": False,
     }
+
+
+def _reasoning(definition: AgentDefinition, run: RunState) -> dict[str, Any]:
+    bound = reasoning_bound(definition, run.state)
+    return {"reasoning": _bounded(bound, "brief private reasoning")} if bound else {}
+
+
+def conversation_turn_schema(definition: AgentDefinition, run: RunState) -> dict[str, Any]:
+    """The schema of a conversation turn in the run's current state.
+
+    As small as the state allows, in the order a constrained decoder writes it:
+    reasoning (unless the state's ``reasoning`` is ``none``), the keys (left out
+    when the state collects none), the move, then the message, so the move is
+    decided before a word of the reply is written (and streamed).
+    """
+    fields = _reasoning(definition, run)
+    if writable_keys(definition, run.state):
+        fields["context_update"] = context_update_schema(definition, run)
+    fields["target_state"] = {"type": "string", "enum": allowed_targets(definition, run)}
+    fields["message"] = _bounded(reply_bound(definition, run.state), "the reply to the user")
+    return _turn_object(fields)
 
 
 def tool_arguments_schema(info: ToolInfo, run: RunState) -> dict[str, Any] | None:
@@ -105,8 +131,6 @@ def autonomous_turn_schema(
     definition: AgentDefinition,
     run: RunState,
     tools: Mapping[str, ToolInfo] | None = None,
-    *,
-    reasoning_max_length: int = REASONING_MAX_LENGTH,
 ) -> dict[str, Any]:
     """The schema of an autonomous declaration: a transition or a tool call.
 
@@ -115,7 +139,6 @@ def autonomous_turn_schema(
         run: The run (its state and context decide the allowed moves).
         tools: The registered tools the run knows; only the current state's tools
             appear, each as its own variant.
-        reasoning_max_length: Bound of the reasoning string.
 
     Raises:
         ValueError: If there is neither a move nor a callable tool.
@@ -123,20 +146,13 @@ def autonomous_turn_schema(
     variants: list[dict[str, Any]] = []
     targets = allowed_targets(definition, run)
     if targets:
-        variants.append(
-            {
-                "type": "object",
-                "properties": {
-                    "kind": {"type": "string", "enum": ["transition"]},
-                    # Keys before the move: the model writes what it found, then picks
-                    # where to go (a constrained decoder generates in this order).
-                    "context_update": context_update_schema(definition, run),
-                    "target_state": {"type": "string", "enum": targets},
-                },
-                "required": ["kind", "context_update", "target_state"],
-                "additionalProperties": False,
-            }
-        )
+        fields: dict[str, Any] = {"kind": {"type": "string", "enum": ["transition"]}}
+        if writable_keys(definition, run.state):
+            # Keys before the move: the model writes what it found, then picks
+            # where to go (a constrained decoder generates in this order).
+            fields["context_update"] = context_update_schema(definition, run)
+        fields["target_state"] = {"type": "string", "enum": targets}
+        variants.append(_turn_object(fields))
     known = tools or {}
     for tool in callable_tools(definition, run):
         arguments = tool_arguments_schema(known[tool], run) if tool in known else None
@@ -159,15 +175,7 @@ def autonomous_turn_schema(
             "cannot hold yet and its tools need an artifact the run does not have"
         )
     action = variants[0] if len(variants) == 1 else {"anyOf": variants}
-    return {
-        "type": "object",
-        "properties": {
-            "reasoning": _bounded(reasoning_max_length, "brief private reasoning"),
-            "action": action,
-        },
-        "required": ["reasoning", "action"],
-        "additionalProperties": False,
-    }
+    return _turn_object({**_reasoning(definition, run), "action": action})
 
 
 def no_turn_reason(

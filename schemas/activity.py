@@ -71,6 +71,8 @@ class LlmTurnInput(_Io):
     """The dialogue window the state shows (already cut to its ``history_window``)."""
     task: str = ""
     feedback: str = ""
+    rejected_reply: str = ""
+    """The reply a re-ask answers (shown to the model as its own, with ``feedback``)."""
     fallback: bool = False
     """Ask the tier's fallback model (the turn's earlier calls failed)."""
     label: str = ""

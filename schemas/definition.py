@@ -329,6 +329,14 @@ class InvalidGoto(_UserModel):
 
 OnInvalid = Literal["wait", "fail"] | InvalidGoto
 
+Reasoning = Literal["none", "short", "full"]
+"""How much private reasoning a turn may write before it decides: ``none`` (the
+reply is the keys, the move and the message), ``short`` (a sentence) or ``full``.
+Small models fill what the schema allows, so each level is a hard bound."""
+
+ReplyLength = Annotated[int, Field(ge=20, le=4000)]
+"""Bound of a conversation reply's message, in characters."""
+
 
 class State(_UserModel):
     """One state of the machine: what the model is told here and where it may go."""
@@ -338,7 +346,8 @@ class State(_UserModel):
     instructions: Text = ""
     collects: Names = Field(default_factory=list)
     sees: Names | None = None
-    """Extra keys shown to (and writable by) the model; default: keys its guards read."""
+    """Keys shown to the model, read-only (``collects`` are the keys it may write);
+    default: the keys its guards read."""
     history_window: int = Field(default=4, ge=0)
     model: Name = Field(default="default", pattern=NAME_PATTERN)
     tools: Annotated[list[Name], _Bound(MAX_TOOLS, "items")] = Field(default_factory=list)
@@ -348,6 +357,17 @@ class State(_UserModel):
     transitions: Annotated[list[Transition], _Bound(MAX_TRANSITIONS, "items")] = Field(
         default_factory=list
     )
+    always: Annotated[list[Transition], _Bound(MAX_TRANSITIONS, "items")] = Field(
+        default_factory=list
+    )
+    """Eventless transitions: after a turn, decision or tool call has been applied,
+    the FSM itself takes the first (by priority) whose guard holds; the model never
+    picks them. ``always: [{target: ask_age, requires: [email]}]`` moves on the
+    moment the email is known."""
+    reasoning: Reasoning | None = None
+    """Reasoning a turn may write here; default: the agent's."""
+    reply_max_length: ReplyLength | None = None
+    """Bound of the reply's message here; default: the agent's."""
     terminal: bool = False
     allow_stay: bool = True
     """Whether staying in the state is a move. Autonomous states that should not
@@ -396,6 +416,15 @@ class AgentDefinition(_UserModel):
     initial_state: Name
     max_steps: int = 50
     """Hard bound on accepted turns per run (staying in a state and tool calls count)."""
+    reasoning: Reasoning = "short"
+    """Reasoning a turn may write (states may override it)."""
+    reply_max_length: ReplyLength = 600
+    """Bound of a conversation reply's message (states may override it)."""
+    sees_writable: bool = False
+    """Let the model write the keys a state only ``sees`` too, as before
+    ``collects``/``sees`` split into writable and read-only. Set on definitions
+    recorded by runs started before then (see ``_recorded_before_v2``), so they
+    replay as they ran."""
     context: Annotated[dict[Name, ContextKey], _Bound(MAX_CONTEXT_KEYS, "entries")] = Field(
         default_factory=dict
     )
@@ -404,6 +433,15 @@ class AgentDefinition(_UserModel):
     )
     """Per-tool execution options (timeout, attempts, heartbeat) for this agent."""
     states: Annotated[dict[Name, State], _Bound(MAX_STATES, "entries")]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recorded_before_v2(cls, data: Any, info: ValidationInfo) -> Any:
+        # A definition recorded without the fields prompt engine v2 added (every
+        # field is recorded, defaults included) ran when seen keys were writable.
+        if _recorded(info) and isinstance(data, dict) and "reasoning" not in data:
+            return {**data, "sees_writable": True}
+        return data
 
     @field_validator("version", mode="before")
     @classmethod

@@ -15,13 +15,21 @@ REASON_CHARS = 2_000
 """Bound of a trace entry's reason."""
 
 TraceKind = Literal[
-    "turn", "approve", "reject", "timeout", "tool_call", "fail", "unanswered", "on_invalid"
+    "turn",
+    "approve",
+    "reject",
+    "timeout",
+    "tool_call",
+    "fail",
+    "unanswered",
+    "on_invalid",
+    "always",
 ]
 """``turn``: a model turn; ``approve``/``reject``/``timeout``: a gate's decision;
 ``tool_call``: a tool call (refused, executed or failed); ``fail``: the run ended
 on an error; ``unanswered``: a message the run could not answer in time (kept in
 the dialogue); ``on_invalid``: the state's ``on_invalid`` rule applied after its
-re-asks were spent."""
+re-asks were spent; ``always``: an eventless transition the FSM took itself."""
 
 
 class TraceEntry(BaseModel):
@@ -42,6 +50,8 @@ class TraceEntry(BaseModel):
     latency_ms: int | None = None
     tool: str | None = None
     """The tool called (``tool_call`` entries)."""
+    cached_tokens: int | None = None
+    """Prompt tokens the endpoint served from its prefix cache (model turns)."""
 
     @field_validator("reason", mode="before")
     @classmethod
@@ -59,6 +69,9 @@ class DialogueTurn(BaseModel):
 
     role: Literal["user", "agent", "tool"]
     text: str
+    state: str = ""
+    """The state the run was in when the message was said (empty in older runs): the
+    prompt shows a state's instructions where the dialogue entered it."""
 
 
 class RunState(BaseModel):

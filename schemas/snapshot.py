@@ -112,6 +112,8 @@ class TurnProgress(_Frozen):
     """Invalid replies in the current round of re-asks."""
     feedback: str = ""
     """Why the last reply was rejected (the re-ask tells the model)."""
+    rejected_reply: str = ""
+    """The rejected reply itself, bounded (the re-ask shows it as the model's own)."""
     wait: ModelWait | None = None
 
 
@@ -136,6 +138,10 @@ class RunSnapshot(_Frozen):
     run: RunState
     dialogue: tuple[DialogueTurn, ...] = ()
     """Recent messages and tool results, bounded by ``limits.history_keep``."""
+    dialogue_dropped: int = 0
+    """Messages dropped from the front of ``dialogue`` so far: with it, a message's
+    position in the whole conversation is known, and the prompt's window is cut at
+    the same positions turn after turn (``fsm.prompt.dialogue_window``)."""
     pending: PendingDecision | None = None
     gate_deadline: datetime | None = None
     """When the open approval gate times out (its timer survives the hand-over)."""

@@ -61,6 +61,8 @@ class ModelReply(BaseModel):
     model: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    """Prompt tokens the endpoint served from its prefix cache."""
     latency_ms: int = 0
 
     @property

@@ -65,11 +65,14 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(printable(warning.render(loaded.source)), file=out)
         definition = loaded.definition
         transitions = sum(len(s.transitions) for s in definition.states.values())
+        eventless = sum(len(s.always) for s in definition.states.values())
         gates = sum(1 for s in definition.states.values() if s.approval is not None)
         named = sorted({t for s in definition.states.values() for t in s.tools})
         summary = (
             f"{path}: ok: agent {definition.name!r} v{definition.version}, {definition.mode}, "
-            f"{len(definition.states)} states, {transitions} transitions, {gates} approval gates"
+            f"{len(definition.states)} states, {transitions} transitions, "
+            + (f"{eventless} eventless, " if eventless else "")
+            + f"{gates} approval gates"
         )
         if named:
             summary += f", tools {', '.join(named)}"

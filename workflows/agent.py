@@ -68,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
         judge_reply,
         model_failed,
         push_dialogue,
+        rejected_text,
         remember_reply,
         reply_rejected,
         tool_call_key,
@@ -463,9 +464,12 @@ class AgentWorkflow:
             # Secret values stay out of the activity input (and so out of every
             # turn's history event): the prompt shows them redacted anyway.
             run=run.model_copy(update={"trace": (), "context": redact(definition, run.context)}),
-            dialogue=dialogue_window(definition, run, snapshot.dialogue),
+            dialogue=dialogue_window(
+                definition, run, snapshot.dialogue, dropped=snapshot.dialogue_dropped
+            ),
             task=snapshot.task,
             feedback=progress.feedback if progress is not None else "",
+            rejected_reply=progress.rejected_reply if progress is not None else "",
             fallback=fallback and not self._legacy,
             label=f"{definition.name}/{run.state}",
             turn=turn,
@@ -605,6 +609,7 @@ class AgentWorkflow:
                     judgement.problem,
                     workflow.now(),
                     can_wait=not conversation and not self._legacy,
+                    reply="" if reply.problem_kind == "truncated" else rejected_text(reply),
                 )
             self._set(escalation.snapshot)
             if escalation.ends_turn is not None:
@@ -615,6 +620,9 @@ class AgentWorkflow:
         definition = self._require_definition()
         before = self._state()
         self._count("fsmflow_tokens", reply.tokens, state=before.state, model=reply.model)
+        self._count(
+            "fsmflow_cached_tokens", reply.cached_tokens, state=before.state, model=reply.model
+        )
         judgement = judge_reply(definition, before, reply, self._snap().tools)
         self._set_run(judgement.run)
         if judgement.rejection is not None:

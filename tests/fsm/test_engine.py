@@ -15,6 +15,7 @@ from fsm.engine import (
     parse_turn,
     start_run,
     tool_call_problem,
+    visible_keys,
     writable_keys,
 )
 from fsm.loader import parse_definition
@@ -223,14 +224,27 @@ def test_fail_run(shop: AgentDefinition) -> None:
     assert run.ended and run.status == "failed" and run.trace[-1].kind == "fail"
 
 
-def test_writable_keys_default_to_guard_keys(shop: AgentDefinition) -> None:
-    assert writable_keys(shop, "collect") == ["email", "age", "name"]
-    assert writable_keys(shop, "adult") == ["plan", "agreed", "password"]
-    # 'sees' unset: guard keys are visible.
+def test_collects_are_writable_and_sees_are_read_only(shop: AgentDefinition) -> None:
+    assert writable_keys(shop, "collect") == ["email", "age"]
+    assert visible_keys(shop, "collect") == ["email", "age", "name"]
+    assert visible_keys(shop, "adult") == ["plan", "agreed", "password"]
+    # 'sees' unset: the keys the guards read are visible.
     data = build()
     del data["states"]["collect"]["sees"]
     definition = parse_definition(data).definition
-    assert writable_keys(definition, "collect") == ["email", "age"]
+    assert visible_keys(definition, "collect") == ["email", "age"]
+    # A key the state only sees cannot be written: the turn is rejected, naming why.
+    run = apply_turn(
+        shop, start_run(shop), TurnDecision(target_state="collect", context_update={"name": "Ada"})
+    ).run
+    result = apply_turn(
+        shop, run, TurnDecision(target_state="collect", context_update={"name": "Eve"})
+    )
+    assert not result.accepted
+    assert result.reason == (
+        "key 'name' cannot be written in state 'collect' (it is read-only here); "
+        "writable here: email, age"
+    )
 
 
 def test_system_keys_in_guards() -> None:

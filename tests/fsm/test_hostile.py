@@ -360,7 +360,7 @@ def test_a_definition_too_large_to_record_is_refused() -> None:
         data["states"][f"big{i}"] = {"instructions": "x" * 15_000, "terminal": True}
     lines = refusal_of(data)
     assert lines == [
-        "shop.yaml: the definition takes 303 KB as a run records it (JSON, with defaults); "
+        "shop.yaml: the definition takes 304 KB as a run records it (JSON, with defaults); "
         f"the limit is {MAX_DEFINITION_BYTES // 1024} KB"
     ]
 

@@ -94,7 +94,7 @@ def test_a_turn_the_engine_accepts_is_applied(shop: AgentDefinition) -> None:
     judged = judge_reply(shop, start_run(shop), reply(parsed=say("collect", name="Ada")), {})
     assert judged.accepted and judged.turn is not None and judged.call is None
     assert judged.run.state == "collect" and judged.run.context == {"name": "Ada"}
-    assert judged.usage == Usage("m", 3, 0) and judged.rejection is None
+    assert judged.usage == Usage("m", 3, 0, 0) and judged.rejection is None
 
 
 @pytest.mark.parametrize(

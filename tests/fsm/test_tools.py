@@ -166,9 +166,9 @@ def test_a_state_with_tools_that_forbids_staying_must_call_one() -> None:
     assert allowed_targets(definition, run) == []
     action = turn_schema(definition, run, infos)["properties"]["action"]
     assert action["properties"]["kind"]["enum"] == ["call_tool"]
-    system = build_messages(definition, run, tools=infos)[0]["content"]
-    assert "- none yet: call one of the tools first" in system
-    assert '## Tools (action.kind "call_tool"), 2 call(s) left in this state' in system
+    now = build_messages(definition, run, tools=infos)[-1]["content"]
+    assert "- none yet: call one of the tools first" in now
+    assert "Tools you may call now: search_corpus (2 call(s) left in this state)" in now
     # A failed call (ToolError) does not count for _calls, but spends the budget.
     run = record_tool_call(definition, run, "search_corpus", ok=False, outcome="error: x")
     assert allowed_targets(definition, run) == [] and run.calls == {"search_corpus": 0}

@@ -22,15 +22,36 @@ def test_conversation_schema(shop: AgentDefinition) -> None:
     assert schema["additionalProperties"] is False
     assert schema["properties"]["target_state"]["enum"] == ["bye", "adult", "collect"]
     update = schema["properties"]["context_update"]
-    assert update["required"] == ["email", "age", "name"]
+    # 'name' is only seen here: not writable, so not in the update.
+    assert update["required"] == ["email", "age"]
     assert update["additionalProperties"] is False
     assert update["properties"]["age"] == {
         "anyOf": [{"type": "integer", "minimum": 0, "maximum": 150}, {"type": "null"}]
     }
     email = update["properties"]["email"]["anyOf"][0]
     assert email == {"type": "string", "maxLength": DEFAULT_STRING_BOUND, "format": "email"}
-    assert schema["properties"]["message"]["maxLength"] > 0
-    assert schema["properties"]["reasoning"]["maxLength"] > 0
+    assert schema["properties"]["message"]["maxLength"] == 600
+    assert schema["properties"]["reasoning"]["maxLength"] == 100
+
+
+def test_reasoning_and_reply_bounds_keep_the_reply_small() -> None:
+    data = build({"reasoning": "none", "reply_max_length": 200})
+    data["states"]["collect"]["reasoning"] = "full"
+    data["states"]["greeting"]["reply_max_length"] = 80
+    definition = parse_definition(data).definition
+    greeting = RunState(state="greeting", visits={"greeting": 1})
+    schema = turn_schema(definition, greeting)
+    # No reasoning at all; keys, then the move, then the message (the streamed part).
+    assert schema["required"] == ["context_update", "target_state", "message"]
+    assert schema["properties"]["message"]["maxLength"] == 80
+    collect = RunState(state="collect", visits={"collect": 1})
+    schema = turn_schema(definition, collect)
+    assert schema["properties"]["reasoning"]["maxLength"] == 300
+    assert schema["properties"]["message"]["maxLength"] == 200
+    # A state that collects nothing has no context_update to write.
+    data["states"]["greeting"]["collects"] = []
+    definition = parse_definition(data).definition
+    assert turn_schema(definition, greeting)["required"] == ["target_state", "message"]
 
 
 def test_enum_and_array_keys() -> None:
