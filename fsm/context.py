@@ -17,6 +17,13 @@ SYSTEM_KEYS = ("_state", "_step", "_visits", "_calls")
 REDACTED = "[redacted]"
 
 
+FORMAT_PATTERNS = {
+    "email": r"^[A-Za-z0-9._+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$",
+    "date": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+}
+"""Patterns a decoder can enforce for the formats that have a simple one."""
+
+
 def key_schema(key: ContextKey) -> dict[str, Any]:
     """The JSON Schema of one declared key, with every string bounded."""
     schema: dict[str, Any] = {"type": key.type}
@@ -30,6 +37,11 @@ def key_schema(key: ContextKey) -> dict[str, Any]:
             schema["pattern"] = key.pattern
         if key.format is not None:
             schema["format"] = key.format
+            if key.pattern is None and key.format in FORMAT_PATTERNS:
+                # Constrained decoders (llama.cpp, vLLM) enforce a pattern, rarely a
+                # format: the pattern keeps a small model from writing a name into
+                # an email key. The format is still checked in full afterwards.
+                schema["pattern"] = FORMAT_PATTERNS[key.format]
     if key.minimum is not None:
         schema["minimum"] = key.minimum
     if key.maximum is not None:

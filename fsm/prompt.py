@@ -146,8 +146,17 @@ def now_prompt(
     if purpose:
         lines[0] += f" ({purpose})"
     context = visible_context(definition, run)
-    if context:
-        lines.append("Known: " + json.dumps(context, ensure_ascii=False, separators=(", ", ": ")))
+    known = {k: v for k, v in context.items() if v is not None}
+    if known:
+        lines.append("Known: " + json.dumps(known, ensure_ascii=False, separators=(", ", ": ")))
+    waiting = {k for t in (*state.transitions, *state.always) for k in t.requires}
+    missing = [
+        k for k in writable_keys(definition, run.state) if k in waiting and context.get(k) is None
+    ]
+    if missing:
+        # What the state's moves wait for, named (unset keys are not shown as
+        # nulls: a small model copies a null it has just read).
+        lines.append("Still needed: " + ", ".join(missing))
     if run.artifacts and state.tools:
         lines.append(
             "Artifacts (pass a reference to a tool): " + ", ".join(run.artifacts[-ARTIFACTS_SHOWN:])

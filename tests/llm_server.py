@@ -25,6 +25,7 @@ the stream starts, as they would on a real endpoint.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -42,6 +43,7 @@ class ScriptedLlm:
     def __init__(self, port: int = 0) -> None:
         self._scripts: dict[str, deque[Step]] = defaultdict(deque)
         self._requests: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._last_prompt: dict[str, str] = {}
         self._lock = threading.Lock()
         self.started = threading.Event()
         server = self
@@ -165,10 +167,17 @@ class ScriptedLlm:
         if "status" in step:
             return int(step["status"]), {"error": {"message": step.get("message", "scripted")}}
         content = json.dumps(step["turn"]) if "turn" in step else str(step.get("content", ""))
-        prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
-        usage = {
-            "prompt_tokens": prompt_chars // 4,
+        prompt = "".join(
+            f"{m.get('role')}:{m.get('content', '')}\n" for m in body.get("messages", [])
+        )
+        with self._lock:
+            # Like a server's prefix cache: what this prompt shares with the last one.
+            shared = len(os.path.commonprefix([self._last_prompt.get(model, ""), prompt]))
+            self._last_prompt[model] = prompt
+        usage: dict[str, Any] = {
+            "prompt_tokens": len(prompt) // 4,
             "completion_tokens": max(1, len(content) // 4),
+            "prompt_tokens_details": {"cached_tokens": shared // 4},
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return 200, {
@@ -198,6 +207,12 @@ def say(target: str, message: str = "ok", **update: Any) -> dict[str, Any]:
             "message": message,
         }
     }
+
+
+def reply(target: str, message: str = "ok", **update: Any) -> dict[str, Any]:
+    """A conversation turn step without reasoning (a state with ``reasoning: none``)."""
+    turn: dict[str, Any] = {"target_state": target, "message": message}
+    return {"turn": {"context_update": update, **turn} if update else turn}
 
 
 def move(target: str, **update: Any) -> dict[str, Any]:

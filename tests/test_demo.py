@@ -82,7 +82,11 @@ def test_demo_from_dev_up_to_dev_down(tmp_path: Path) -> None:
         assert "$ temporal workflow start --type AgentWorkflow" in output
         assert "0 illegal moves applied." in output
         assert f"http://127.0.0.1:{ui}/namespaces/default/workflows/demo-research-" in output
-        assert "== contact_form agent (conversation)" in output
+        assert "== callback agent (conversation;" in output
+        # The scripted happy path takes the call-back form to its end on the
+        # embedded model (temperature 0): the machine moves as fields are known.
+        assert "path: ask_name -> ask_email -> ask_phone -> confirm -> submitted; " in output
+        assert "the run is completed in submitted" in output
         # The run was started and is listed through the visibility store.
         listed = fsmflow(tmp_path, env, "ls")
         assert listed.returncode == 0 and "demo-research-" in listed.stdout

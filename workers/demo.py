@@ -3,7 +3,9 @@
 1. The research agent is started from the Temporal CLI (``temporal workflow
    start``), its state changes are printed as they happen, and its approval gate
    is approved with ``temporal workflow signal``.
-2. A short conversation with the form agent, every turn printed.
+2. A short conversation with the call-back form (``examples/callback.yaml``): a
+   scripted user answers its questions, every turn printed with the state it
+   left the run in; the form moves by itself (``always:``) as fields are known.
 3. Every trace is checked: each applied move is one the table allows.
 
 The embedded model is tiny; the demo shows that the structure holds whatever it
@@ -34,11 +36,12 @@ from workers.text import printable
 
 TASK = "Write a short article on why LLM agents benefit from finite state machines."
 MESSAGES = [
-    "Hi! My name is Ada Lovelace.",
-    "My email is ada@example.com",
-    "I'd rather not share my phone number.",
+    "My name is Ada Lovelace.",
+    "ada@example.com",
+    "+44 20 7946 0018",
     "Yes, that's all correct.",
 ]
+"""The scripted user of the call-back form: the happy path."""
 
 
 def illegal_moves(definition: AgentDefinition, trace: list[TraceEntry]) -> list[TraceEntry]:
@@ -160,11 +163,11 @@ async def research(settings: Settings, client: Client, out: TextIO) -> list[Trac
 
 
 async def form(settings: Settings, client: Client, out: TextIO) -> list[TraceEntry]:
-    """A short conversation with the form agent, each turn printed."""
-    workflow_id = f"demo-form-{uuid.uuid4().hex[:6]}"
-    out.write("\n== contact_form agent (conversation)\n")
+    """A short conversation with the call-back form, each turn printed."""
+    workflow_id = f"demo-callback-{uuid.uuid4().hex[:6]}"
+    out.write("\n== callback agent (conversation; the form moves by itself as fields are known)\n")
     handle = await client.start_workflow(
-        "AgentWorkflow", {"agent": "contact_form"}, id=workflow_id, task_queue=settings.task_queue
+        "AgentWorkflow", {"agent": "callback"}, id=workflow_id, task_queue=settings.task_queue
     )
     for text in MESSAGES:
         out.write(f"  user> {text}\n")
@@ -179,6 +182,21 @@ async def form(settings: Settings, client: Client, out: TextIO) -> list[TraceEnt
     trace: list[TraceEntry] = await handle.query("trace", result_type=list[TraceEntry])
     _print_trace(trace, out)
     status = await handle.query("status", result_type=AgentStatus)
+    path = (
+        " -> ".join(
+            [
+                trace[0].from_state,
+                *(
+                    e.to_state
+                    for e in trace
+                    if e.accepted and e.to_state and e.to_state != e.from_state
+                ),
+            ]
+        )
+        if trace
+        else status.state
+    )
+    out.write(f"    path: {path}; the run is {status.status} in {status.state}\n")
     if status.status == "active":
         await handle.terminate("demo over")
         out.write("    (the demo ends the conversation here)\n")
@@ -192,7 +210,7 @@ async def run_demo(settings: Settings, *, out: TextIO) -> int:
     agents: dict[str, Any] = load_agents(settings.agents_dir)
     traces = {
         "research": await research(settings, client, out),
-        "contact_form": await form(settings, client, out),
+        "callback": await form(settings, client, out),
     }
     wrong = [e for name, t in traces.items() for e in illegal_moves(agents[name].definition, t)]
     entries = [e for t in traces.values() for e in t]

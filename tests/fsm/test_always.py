@@ -90,9 +90,7 @@ def test_priority_decides_and_hops_chain_into_a_terminal_state(signup: AgentDefi
 
 def test_decisions_and_tool_writes_are_followed_too() -> None:
     data = form()
-    data["states"]["ask_email"] = {
-        "approval": {"on_approve": "ask_age", "on_reject": "too_young"}
-    }
+    data["states"]["ask_email"] = {"approval": {"on_approve": "ask_age", "on_reject": "too_young"}}
     definition = parse_definition(data).definition
     run = start_run(definition, {"age": 30})
     assert run.status == "awaiting_approval"
@@ -106,7 +104,9 @@ def test_decisions_and_tool_writes_are_followed_too() -> None:
     definition = parse_definition(data).definition
     run = start_run(definition, {"email": "a@b.co", "age": 30})
     assert run.state == "ask_plan"
-    called = record_tool_call(definition, run, "lookup", ok=True, outcome="ok", values={"plan": "pro"})
+    called = record_tool_call(
+        definition, run, "lookup", ok=True, outcome="ok", values={"plan": "pro"}
+    )
     assert called.state == "done" and called.status == "completed"
 
 
@@ -148,8 +148,7 @@ def refusal(data: dict[str, Any]) -> list[str]:
         ),
         (
             lambda s: s["done"].update(always=[{"target": "ask_email"}]),
-            "signup.yaml: state 'done': always: a terminal state cannot have eventless "
-            "transitions",
+            "signup.yaml: state 'done': always: a terminal state cannot have eventless transitions",
         ),
         (
             lambda s: s["ask_plan"]["always"].append(

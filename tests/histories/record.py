@@ -10,7 +10,8 @@ before run snapshots are ``form_conversation``, ``research_approved``,
 ``tools_errors_artifacts_failure`` and the ``legacy_*`` ones (recorded by
 ``record_legacy.py`` with the code of that time); the ``snapshot_*`` ones are of
 the version that introduced run snapshots, the ``stream_*`` ones of the version
-that streams replies (publish signals and poll updates in their histories).
+that streams replies (publish signals and poll updates in their histories), the
+``v2_*`` ones of prompt engine v2 (eventless transitions, read-only ``sees``).
 Each scenario runs on a fresh dev server with the scripted model, and the history
 is written as JSON here.
 """
@@ -39,7 +40,7 @@ from schemas.workflow import (
     Reply,
 )
 from tests.conftest import RESEARCH_TOOLS, make_settings, running_worker
-from tests.llm_server import ScriptedLlm, move, say
+from tests.llm_server import ScriptedLlm, move, reply, say
 from tests.workflows.helpers import research_publish, research_to_the_gate
 from tests.workflows.test_outages import CHAT, STEPS
 from tests.workflows.test_tools import SPY_TOOLS
@@ -123,6 +124,14 @@ SCRIPTS: dict[str, list[dict[str, Any]]] = {
         {**say("bye", "Goodbye."), "chunk": 4, "chunk_delay": 0.02},
     ],
 }
+
+SCRIPTS["v2_callback_form"] = [
+    reply("ask_name", "Thanks Ada! Your email?", name="Ada Lovelace"),
+    reply("ask_email", "Noted, Eve.", name="Eve"),  # read-only here: re-asked
+    reply("ask_email", "And a phone number?", email="ada@example.com"),
+    reply("ask_phone", "Is this right?", phone_declined=True),
+    reply("confirm", "Submitted, thank you!", confirmed=True),
+]
 
 OPTIONS: dict[str, dict[str, Any]] = {
     "snapshot_research_continued": {"continue_as_new_after": 3},
@@ -211,7 +220,17 @@ async def stream_conversation(client: Client, queue: str, model: str) -> dict[st
     }
 
 
+async def v2_callback_form(client: Client, queue: str, model: str) -> str:
+    """The call-back form: every move an eventless one, one re-ask."""
+    handle = await _start(client, queue, agent="callback")
+    for i, text in enumerate(["I'm Ada Lovelace", "ada@example.com", "no phone", "yes"]):
+        await _send(handle, text, update_id=f"v{i}")
+    await handle.result()
+    return handle.id
+
+
 SCENARIOS: dict[str, Scenario] = {
+    "v2_callback_form": v2_callback_form,
     "snapshot_form_conversation": snapshot_form_conversation,
     "snapshot_research_continued": snapshot_research_continued,
     "snapshot_outage_waited_out": snapshot_outage_waited_out,

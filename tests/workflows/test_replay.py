@@ -57,6 +57,7 @@ def test_histories_are_recorded() -> None:
         "snapshot_conversation_continued",
         "stream_conversation_first",
         "stream_conversation_continued",
+        "v2_callback_form",
     }
 
 
