@@ -71,7 +71,8 @@ async def test_the_callback_form_moves_by_itself_and_reasks_show_the_rejected_re
     reask = _text(requests[2])
     assert reask[-2] == (
         "assistant",
-        '{"context_update": {"name": "Eve"}, "target_state": "ask_email", "message": "Noted, Eve."}',
+        '{"context_update": {"name": "Eve"}, "target_state": "ask_email", '
+        '"message": "Noted, Eve."}',
     )
     assert reask[-1][0] == "user" and reask[-1][1].startswith(
         "That reply was rejected: the reply does not fit the turn schema at context_update"
