@@ -29,8 +29,13 @@ def test_check_valid_files() -> None:
     code, out, err = run_cli("check", *(str(p) for p in sorted(EXAMPLES.glob("*.yaml"))))
     assert code == 0 and err == ""
     lines = out.splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 4
     assert all(": ok: agent " in line for line in lines)
+    assert (
+        "callback.yaml: ok: agent 'callback' v1, conversation, 5 states, 0 transitions, "
+        in (lines[0])
+    )
+    assert "5 eventless, 0 approval gates" in lines[0]
 
 
 def test_check_invalid_file_exits_1_with_one_line_per_problem(tmp_path: Path) -> None:
@@ -106,7 +111,7 @@ def test_diagram_has_an_edge_per_transition() -> None:
     assert text.count(" --> ") == 1 + transitions + gate_edges + 2  # start, ..., two terminals
 
 
-@pytest.mark.parametrize("name", ["support.yaml", "form.yaml", "research.yaml"])
+@pytest.mark.parametrize("name", ["support.yaml", "form.yaml", "callback.yaml", "research.yaml"])
 def test_docs_hold_the_current_diagram_of_each_example(name: str) -> None:
     docs = (Path(__file__).parents[2] / "docs" / "examples.md").read_text()
     assert mermaid(load_file(EXAMPLES / name).definition) in docs

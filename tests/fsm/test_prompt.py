@@ -45,9 +45,9 @@ def test_the_agent_comes_first_and_the_moves_last(shop: AgentDefinition) -> None
 def test_consecutive_turns_share_everything_but_the_newest_messages(
     shop: AgentDefinition,
 ) -> None:
-    # A conversation moving greeting -> collect: each prompt, but for its last
-    # message (where the run is now), is a prefix of the next one's, except when
-    # the window is cut (every few turns, not every turn).
+    # A conversation moving greeting -> collect: each prompt, but for its last two
+    # messages (where the run is now, then the newest message), is a prefix of the
+    # next one's, except when the window is cut (every few turns, not every turn).
     history: list[DialogueTurn] = []
     run = RunState(state="greeting", visits={"greeting": 1})
     previous: list[dict[str, str]] | None = None
@@ -59,7 +59,8 @@ def test_consecutive_turns_share_everything_but_the_newest_messages(
         window = dialogue_window(shop, run, history)
         messages = build_messages(shop, run, window)
         if previous is not None:
-            stable = previous[:-1]
+            assert previous[-2]["content"].startswith("## Now: ")
+            stable = previous[:-2]
             if messages[: len(stable)] != stable:
                 cuts += 1
                 assert messages[0] == previous[0]  # the agent part always stays
@@ -78,11 +79,13 @@ def test_each_state_shows_its_block_where_the_dialogue_entered_it(shop: AgentDef
         DialogueTurn(role="user", text="ada@example.com", state="collect"),
     ]
     contents = [m["content"] for m in build_messages(shop, run, history)]
-    assert [c.split("\n")[0] for c in contents[1:-1]] == [
+    # The newest message last; where the run is now right before it.
+    assert [c.split("\n")[0] for c in contents[1:]] == [
         "## State: greeting",
         "I am Ada",
         "## State: collect",
         "Hi Ada! Your email?",
+        "## Now: state collect (Collect the email and age.)",
         "ada@example.com",
     ]
     collect = contents[3]
@@ -90,7 +93,9 @@ def test_each_state_shows_its_block_where_the_dialogue_entered_it(shop: AgentDef
     assert "Keys you may fill in (context_update):\n- email (string, email)\n- age (integer)" in (
         collect
     )
-    assert "Keys you can read (not change here):\n- name (string)" in collect
+    # What it only sees is read-only: not among the keys to fill in, shown as known.
+    assert "name" not in collect.split("Keys you may fill in")[1]
+    assert 'Known: {"name": "Ada"}' in contents[-2]
     # The run entered a state after the last message: its block closes the transcript.
     moved = run.model_copy(update={"state": "adult"})
     contents = [m["content"] for m in build_messages(shop, moved, history)]
@@ -106,11 +111,8 @@ def test_only_visible_keys_are_shown_and_secrets_are_redacted() -> None:
     assert "hunter2" not in text
     assert "ada@example.com" not in text and "Ada" not in text
     known = next(line for line in messages[-1]["content"].splitlines() if line.startswith("Known"))
-    assert json.loads(known.removeprefix("Known: ")) == {
-        "plan": "pro",
-        "agreed": None,
-        "password": "[redacted]",
-    }
+    # Unset keys are not shown (a small model copies a null it has just read).
+    assert json.loads(known.removeprefix("Known: ")) == {"plan": "pro", "password": "[redacted]"}
 
 
 def test_the_window_is_cut_in_blocks(shop: AgentDefinition) -> None:
@@ -155,7 +157,7 @@ def test_a_reask_shows_the_rejected_reply_and_why() -> None:
         "content": "That reply was rejected: 'x' is not a state. "
         "Reply again with one valid JSON object.",
     }
-    assert '"kind": "transition"' in messages[0]["content"]
+    assert "either a transition (target_state" in messages[0]["content"]
     # A reply cut off is not shown; the model is asked for less.
     cut = build_messages(definition, run, feedback="your reply was cut off at 256 tokens")
     assert cut[-2]["role"] == "system" and "Write less." in cut[-1]["content"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from jsonschema import Draft202012Validator
 
+from fsm.context import FORMAT_PATTERNS
 from fsm.engine import start_run
 from fsm.loader import parse_definition
 from fsm.turn_schema import turn_schema
@@ -29,7 +30,13 @@ def test_conversation_schema(shop: AgentDefinition) -> None:
         "anyOf": [{"type": "integer", "minimum": 0, "maximum": 150}, {"type": "null"}]
     }
     email = update["properties"]["email"]["anyOf"][0]
-    assert email == {"type": "string", "maxLength": DEFAULT_STRING_BOUND, "format": "email"}
+    # The format, and a pattern a constrained decoder can enforce.
+    assert email == {
+        "type": "string",
+        "maxLength": DEFAULT_STRING_BOUND,
+        "format": "email",
+        "pattern": FORMAT_PATTERNS["email"],
+    }
     assert schema["properties"]["message"]["maxLength"] == 600
     assert schema["properties"]["reasoning"]["maxLength"] == 100
 
