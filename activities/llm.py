@@ -136,11 +136,17 @@ def _chosen(schema: dict[str, Any], value: dict[str, Any]) -> dict[str, Any] | N
     return None
 
 
+_OPTIONAL_EXTRAS = frozenset({"reasoning", "context_update"})
+
+
 def fill_nulls(schema: dict[str, Any], value: Any) -> Any:
     """Treat an omitted nullable property as null (the turn schema's meaning).
 
     Endpoints that enforce the schema always send every key; a ``json_object``
-    endpoint or a lenient one may leave out keys it has nothing for.
+    endpoint or a lenient one may leave out keys it has nothing for, and may
+    write a reasoning or an empty ``context_update`` the state's schema leaves
+    out: those are dropped (a ``context_update`` that sets a key is not, and is
+    refused by the schema).
     """
     if not isinstance(value, dict):
         return value
@@ -151,6 +157,14 @@ def fill_nulls(schema: dict[str, Any], value: Any) -> Any:
     if not isinstance(properties, dict):
         return value
     filled = dict(value)
+    for name in _OPTIONAL_EXTRAS & (filled.keys() - properties.keys()):
+        # Fields a state leaves out of its schema (``reasoning: none``, no keys to
+        # collect) that a lenient endpoint may write anyway: harmless when empty.
+        extra = filled[name]
+        if name == "reasoning" or not extra or (
+            isinstance(extra, dict) and all(v is None for v in extra.values())
+        ):
+            del filled[name]
     for name, sub in properties.items():
         if name not in filled:
             if allows_null(sub):

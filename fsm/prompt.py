@@ -215,11 +215,12 @@ def _transcript(
     messages: list[dict[str, str]] = []
     shown = None
     for turn in window:
-        if turn.state and turn.state != shown and turn.state in definition.states:
-            messages.append(
-                {"role": "system", "content": state_block(definition, turn.state, tools)}
-            )
-            shown = turn.state
+        # A message without a state (a run of an older version) counts as said here.
+        said_in = turn.state if turn.state in definition.states else run.state
+        if said_in != shown:
+            block = state_block(definition, said_in, tools)
+            messages.append({"role": "system", "content": block})
+            shown = said_in
         prefix = "Tool result: " if turn.role == "tool" else ""
         messages.append({"role": _ROLES[turn.role], "content": prefix + turn.text})
     if shown != run.state:
