@@ -114,9 +114,10 @@ async def test_invalid_replies_are_re_asked_with_the_reason(
     assert [e.accepted for e in entries] == [False, False, True]
     assert entries[0].reason.startswith("the reply is not valid JSON")
     assert "'submitted' is not one of" in entries[1].reason
-    # The re-ask tells the model what was wrong.
-    second = llm.requests(model_name)[1]["messages"][-1]["content"]
-    assert second.startswith("Your previous reply was rejected: the reply is not valid JSON")
+    # The re-ask shows the model what it wrote, as its own message, and what was wrong.
+    reasked = llm.requests(model_name)[1]["messages"]
+    assert reasked[-2] == {"role": "assistant", "content": '{"target_state": "ask_email", '}
+    assert reasked[-1]["content"].startswith("That reply was rejected: the reply is not valid JSON")
 
 
 async def test_engine_rejections_are_re_asked(

@@ -209,8 +209,9 @@ async def test_invalid_replies_go_to_the_fallback_model_and_never_fail_the_run(
     assert [e.model for e in result.trace] == [model_name] * 3 + [fallback, model_name]
     assert [e.accepted for e in result.trace] == [False, False, False, True, True]
     assert len(llm.requests(fallback)) == 1
-    re_ask = llm.requests(fallback)[0]["messages"][-1]["content"]
-    assert re_ask.startswith("Your previous reply was rejected: the reply is not valid JSON")
+    re_ask = llm.requests(fallback)[0]["messages"]
+    assert re_ask[-2] == {"role": "assistant", "content": "no idea"}
+    assert re_ask[-1]["content"].startswith("That reply was rejected: the reply is not valid JSON")
 
 
 async def test_a_conversation_turn_asks_the_fallback_after_repeated_rejections(
