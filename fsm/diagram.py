@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from fsm import jsonlogic
+from fsm.engine import guard_text
 from schemas.definition import AgentDefinition, InvalidGoto, Transition
 
 _UNSAFE = re.compile(r"[:;#{}\[\]\"`]")
@@ -16,14 +16,8 @@ def _label(text: str) -> str:
 
 
 def _transition_label(transition: Transition) -> str:
-    guards = []
-    if transition.requires:
-        guards.append("has " + ", ".join(transition.requires))
-    if transition.when is not None:
-        guards.append(jsonlogic.describe(transition.when))
-    if guards:
-        return "if " + " and ".join(guards)
-    return transition.description[:40]
+    guard = guard_text(transition)
+    return f"if {guard}" if guard else transition.description[:40]
 
 
 def mermaid(definition: AgentDefinition) -> str:

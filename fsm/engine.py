@@ -262,7 +262,7 @@ def _follow_always(definition: AgentDefinition, run: RunState) -> RunState:
             from_state=run.state,
             to_state=taken.target,
             accepted=True,
-            reason=taken.description or _guard_text(taken),
+            reason=taken.description or guard_text(taken) or "always",
         )
         visits = dict(run.visits)
         if taken.target != run.state:
@@ -278,13 +278,14 @@ def _follow_always(definition: AgentDefinition, run: RunState) -> RunState:
     return run
 
 
-def _guard_text(transition: Transition) -> str:
+def guard_text(transition: Transition) -> str:
+    """A transition's guard in words (``has email and age >= 18``); empty without one."""
     parts = []
     if transition.requires:
         parts.append("has " + ", ".join(transition.requires))
     if transition.when is not None:
         parts.append(jsonlogic.describe(transition.when))
-    return " and ".join(parts) or "always"
+    return " and ".join(parts)
 
 
 def _settle(definition: AgentDefinition, run: RunState) -> RunState:
