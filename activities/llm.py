@@ -161,8 +161,10 @@ def fill_nulls(schema: dict[str, Any], value: Any) -> Any:
         # Fields a state leaves out of its schema (``reasoning: none``, no keys to
         # collect) that a lenient endpoint may write anyway: harmless when empty.
         extra = filled[name]
-        if name == "reasoning" or not extra or (
-            isinstance(extra, dict) and all(v is None for v in extra.values())
+        if (
+            name == "reasoning"
+            or not extra
+            or (isinstance(extra, dict) and all(v is None for v in extra.values()))
         ):
             del filled[name]
     for name, sub in properties.items():
