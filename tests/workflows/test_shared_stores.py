@@ -32,7 +32,7 @@ TOPIC = "durable execution"
 def researcher(body: dict[str, Any]) -> dict[str, Any]:
     """The model's next step, read off the prompt: right however often a call is retried."""
     prompt = "\n".join(str(m.get("content", "")) for m in body["messages"])
-    state_match = re.search(r"## Current state: (\w+)", prompt)
+    state_match = re.search(r"## Now: state (\w+)", prompt)
     assert state_match, "the prompt names its state"
     left_match = re.search(r"(\d+) call\(s\) left in this state", prompt)
     left = int(left_match.group(1)) if left_match else 0

@@ -103,7 +103,7 @@ async def test_research_example_end_to_end(
     requests = llm.requests(model_name)
     # The search result reached the next prompt; the tools are described.
     assert '"doc":"durable-execution"' in tool_messages(requests[1])[-1]
-    system = requests[0]["messages"][0]["content"]
+    system = "\n".join(m["content"] for m in requests[0]["messages"] if m["role"] == "system")
     assert "- search_corpus: Search the local corpus by keywords" in system
     # review_draft's artifact argument enumerates the run's artifacts.
     # Before its review, 'review' offers no move: the review call is the only variant.
