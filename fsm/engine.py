@@ -291,10 +291,11 @@ def guard_text(transition: Transition) -> str:
 def _settle(definition: AgentDefinition, run: RunState) -> RunState:
     """Follow eventless transitions, then set status from the state reached.
 
-    Terminal, gate, or the step bound.
+    Terminal, gate, or the step bound. Eventless transitions are followed even
+    when the last step reached ``max_steps``: they are not steps, and the state
+    they lead to (a terminal one, say) is where the run is.
     """
-    if run.step < definition.max_steps:
-        run = _follow_always(definition, run)
+    run = _follow_always(definition, run)
     state = definition.states[run.state]
     if state.terminal:
         return run.model_copy(

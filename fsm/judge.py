@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from fsm.context import redact
 from fsm.engine import (
     TurnParseError,
     allowed_targets,
@@ -211,14 +212,27 @@ REJECTED_REPLY_CHARS = 1200
 """Bound of a rejected reply a re-ask shows the model (its own words, verbatim)."""
 
 
-def rejected_text(reply: ModelReply) -> str:
-    """A rejected reply as the model wrote it (compact JSON when it parsed), bounded."""
-    text = (
-        json.dumps(reply.parsed, ensure_ascii=False, separators=(",", ":"))
-        if reply.parsed is not None
-        else reply.content
-    )
-    return text[:REJECTED_REPLY_CHARS]
+def rejected_text(definition: AgentDefinition, reply: ModelReply) -> str:
+    """A rejected reply as the model wrote it (compact JSON when it parsed), bounded.
+
+    Values written to keys declared ``secret`` are redacted, as in every prompt:
+    the text goes into the run's history and the re-ask. A reply that is not JSON
+    cannot be redacted, so it is left out when the agent has secret keys.
+    """
+    if reply.problem_kind == "truncated":
+        return ""  # a stub: the feedback asks for a shorter reply instead
+    parsed: Any = reply.parsed
+    if parsed is None:
+        if not any(key.secret for key in definition.context.values()):
+            return reply.content[:REJECTED_REPLY_CHARS]
+        try:
+            parsed = json.loads(reply.content)
+        except ValueError:
+            return ""
+    update = parsed.get("context_update") if isinstance(parsed, dict) else None
+    if isinstance(update, dict):
+        parsed = {**parsed, "context_update": redact(definition, update)}
+    return json.dumps(parsed, ensure_ascii=False, separators=(",", ":"))[:REJECTED_REPLY_CHARS]
 
 
 def note_invalid(progress: TurnProgress | None, problem: str, reply: str = "") -> TurnProgress:
@@ -490,7 +504,8 @@ def after_tool_call(
         **usage.fields(),
     )
     signature = f"{before.state}/{call_identity(call.tool, call.arguments)}"
-    turns = [DialogueTurn(role="tool", text=f"{call.tool}: {text}")]
+    # Stamped with the state the call was made in (a write may have moved the run).
+    turns = [DialogueTurn(role="tool", text=f"{call.tool}: {text}", state=before.state)]
     if signature == snapshot.last_call:
         moves = ", ".join(allowed_targets(definition, run)) or "none yet"
         turns.append(
@@ -499,6 +514,7 @@ def after_tool_call(
                 text=f"You called {call.tool} with the same arguments as before; its "
                 f"result is above. Make progress: move on (allowed: {moves}) or call "
                 "another tool.",
+                state=before.state,
             )
         )
     updated = snapshot.model_copy(update={"run": run, "last_call": signature, "progress": None})

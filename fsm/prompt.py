@@ -268,11 +268,11 @@ def build_messages(
     if feedback:
         if rejected_reply:
             messages.append({"role": "assistant", "content": rejected_reply})
-        shorter = " Write less." if not rejected_reply else ""
+        # The feedback says what to change (a reply cut off: "reply again, shorter").
         messages.append(
             {
                 "role": "user",
-                "content": f"That reply was rejected: {feedback}.{shorter} "
+                "content": f"That reply was rejected: {feedback}. "
                 "Reply again with one valid JSON object.",
             }
         )

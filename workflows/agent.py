@@ -609,7 +609,7 @@ class AgentWorkflow:
                     judgement.problem,
                     workflow.now(),
                     can_wait=not conversation and not self._legacy,
-                    reply="" if reply.problem_kind == "truncated" else rejected_text(reply),
+                    reply=rejected_text(definition, reply),
                 )
             self._set(escalation.snapshot)
             if escalation.ends_turn is not None:
@@ -788,7 +788,9 @@ class AgentWorkflow:
                 state = self._require_definition().states[asked_in]
                 text = state.fallback_message or DEFAULT_FALLBACK_MESSAGE
                 self._set(unanswered(self._snap(), reason))
-            self._set(push_dialogue(self._snap(), DialogueTurn(role="agent", text=text)))
+            # Stamped with the state the reply was written in, not the one it led to.
+            reply_turn = DialogueTurn(role="agent", text=text, state=asked_in)
+            self._set(push_dialogue(self._snap(), reply_turn))
             run = self._state()
             reply = Reply(
                 message=text,

@@ -252,12 +252,7 @@ def _structure_problems(data: Any) -> list[str]:
         if not isinstance(state, dict):
             problems.append(f"{where}: must be an object")
             continue
-        for key in ("required_context_keys",):
-            keys = state.get(key)
-            if keys is not None and not (
-                isinstance(keys, list) and all(isinstance(k, str) and k for k in keys)
-            ):
-                problems.append(f"{where}.{key}: must be a list of key names")
+        problems += _key_list_problems(state, "required_context_keys", where)
         transitions = state.get("transitions") or []
         if not isinstance(transitions, list):
             problems.append(f"{where}.transitions: must be a list")
@@ -289,15 +284,19 @@ def _structure_problems(data: Any) -> list[str]:
                 if not isinstance(condition, dict):
                     problems.append(f"{cat}: must be an object")
                     continue
-                keys = condition.get("requires_context_keys")
-                if keys is not None and not (
-                    isinstance(keys, list) and all(isinstance(k, str) and k for k in keys)
-                ):
-                    problems.append(f"{cat}.requires_context_keys: must be a list of key names")
+                problems += _key_list_problems(condition, "requires_context_keys", cat)
                 logic = condition.get("logic")
                 if logic is not None and not isinstance(logic, dict):
                     problems.append(f"{cat}.logic: must be a JsonLogic object")
     return problems
+
+
+def _key_list_problems(holder: dict[str, Any], field: str, where: str) -> list[str]:
+    """A problem when ``holder[field]`` is set and is not a list of key names."""
+    keys = holder.get(field)
+    if keys is None or (isinstance(keys, list) and all(isinstance(k, str) and k for k in keys)):
+        return []
+    return [f"{where}.{field}: must be a list of key names"]
 
 
 # --- guards --------------------------------------------------------------------------

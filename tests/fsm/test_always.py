@@ -110,12 +110,6 @@ def test_decisions_and_tool_writes_are_followed_too() -> None:
     assert called.state == "done" and called.status == "completed"
 
 
-def test_max_steps_stops_the_machine_before_it_moves() -> None:
-    definition = parse_definition(form(max_steps=1)).definition
-    run = apply_turn(definition, start_run(definition), stay("ask_email", email="a@b.co")).run
-    assert run.status == "max_steps" and run.state == "ask_email"
-
-
 def refusal(data: dict[str, Any]) -> list[str]:
     with pytest.raises(DefinitionError) as info:
         parse_definition(data, source="signup.yaml")
@@ -172,3 +166,17 @@ def test_a_state_that_only_moves_by_always_is_not_a_dead_end_and_is_drawn() -> N
     diagram = mermaid(loaded.definition)
     assert "ask_email --> ask_age: always if has email" in diagram
     assert "ask_age --> too_young: always if age < 18" in diagram
+
+
+def test_the_last_step_still_follows_an_eventless_transition() -> None:
+    # max_steps is reached by the turn that sets the plan; the hop to done is no
+    # step, so the run completes there rather than ending on the bound.
+    definition = parse_definition(form(max_steps=1), source="signup.yaml").definition
+    run = start_run(definition, {"email": "ada@example.com", "age": 30})
+    assert run.state == "ask_plan"
+    result = apply_turn(definition, run, stay("ask_plan", plan="pro"))
+    assert result.run.step == 1 and result.run.state == "done"
+    assert result.run.status == "completed"
+    # Without the plan the bound ends the run where it is.
+    idle = apply_turn(definition, run, stay("ask_plan"))
+    assert idle.run.state == "ask_plan" and idle.run.status == "max_steps"

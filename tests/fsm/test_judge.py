@@ -26,6 +26,7 @@ from fsm.judge import (
     note_invalid,
     push_dialogue,
     reasks_spent,
+    rejected_text,
     remember_reply,
     reply_rejected,
     tool_call_key,
@@ -384,6 +385,22 @@ def test_a_secret_value_is_not_quoted_when_refused(shop: AgentDefinition) -> Non
     judged = judge_reply(shop, run, reply(parsed=say("adult", password=123)), {})
     assert judged.problem.startswith("value [redacted] for key 'password' does not fit")
     assert "123" not in judged.problem
+
+
+def test_a_rejected_reply_shown_again_redacts_secret_values(shop: AgentDefinition) -> None:
+    parsed = reply(parsed=say("adult", password="hunter2", name="Ada"))
+    text = rejected_text(shop, parsed)
+    assert "hunter2" not in text and '"password":"[redacted]"' in text and "Ada" in text
+    # A schema violation is still JSON: redacted the same way.
+    raw = reply(content='{"context_update": {"password": "hunter2"}}', problem="schema")
+    assert "hunter2" not in rejected_text(shop, raw) and "[redacted]" in rejected_text(shop, raw)
+    # Not JSON: it cannot be redacted, so an agent with secrets does not show it.
+    assert rejected_text(shop, reply(content="password hunter2 {", problem="bad")) == ""
+    context = {name: key.model_copy(update={"secret": False}) for name, key in shop.context.items()}
+    plain = shop.model_copy(update={"context": context})
+    assert rejected_text(plain, reply(content="not json", problem="bad")) == "not json"
+    cut = reply(content='{"message": "I', problem="cut", problem_kind="truncated")
+    assert rejected_text(plain, cut) == ""
 
 
 def test_the_trace_a_run_holds_is_bounded(shop: AgentDefinition) -> None:

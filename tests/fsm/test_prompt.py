@@ -158,6 +158,13 @@ def test_a_reask_shows_the_rejected_reply_and_why() -> None:
         "Reply again with one valid JSON object.",
     }
     assert "either a transition (target_state" in messages[0]["content"]
-    # A reply cut off is not shown; the model is asked for less.
-    cut = build_messages(definition, run, feedback="your reply was cut off at 256 tokens")
-    assert cut[-2]["role"] == "system" and "Write less." in cut[-1]["content"]
+    # A reply cut off (or one that cannot be shown) is left out; the feedback
+    # alone says what to change.
+    cut = build_messages(
+        definition, run, feedback="your reply was cut off at 256 tokens; reply again, shorter"
+    )
+    assert cut[-2]["role"] == "system"
+    assert cut[-1]["content"] == (
+        "That reply was rejected: your reply was cut off at 256 tokens; reply again, "
+        "shorter. Reply again with one valid JSON object."
+    )
