@@ -36,7 +36,7 @@ from schemas.api import (
 )
 from schemas.definition import AGENT_NAME_PATTERN
 from schemas.run import Reply
-from workers.api import events
+from workers.api import console, events
 from workers.api.auth import Identity, RateLimiter, Tokens, authenticate
 from workers.api.errors import (
     ApiError,
@@ -328,6 +328,7 @@ def create_app(settings: Settings, *, tokens: Tokens, runs: Runs | None = None) 
         return await runs.decide(identity, id, body)
 
     app.include_router(v1)
+    console.install(app, settings, runs)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, bool]:
