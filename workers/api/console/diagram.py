@@ -163,7 +163,8 @@ def svg(
         f'<title id="{escape(dom_id)}-title">{escape(title)}</title>',
         f'<desc id="{escape(dom_id)}-desc">{escape(states_text)}</desc>',
         f'<defs><marker id="{escape(marker)}" viewBox="0 0 10 10" refX="9" refY="5" '
-        'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
+        'markerUnits="userSpaceOnUse" markerWidth="9" markerHeight="9" '
+        'orient="auto-start-reverse">'
         '<path d="M0,0 L10,5 L0,10 z" class="arrowhead"/></marker></defs>',
     ]
     back_number = 0
@@ -175,6 +176,8 @@ def svg(
             path, label_at = _self_loop(source)
         elif target.layer > source.layer:
             path, label_at = _forward(source, target)
+        elif target.layer == source.layer:
+            path, label_at = _beside(source, target)
         else:
             back_number += 1
             reach = MARGIN + inner + LOOP_SPACE * min(back_number, 4)
@@ -269,6 +272,18 @@ def _backward(source: _Box, target: _Box, reach: float) -> tuple[str, tuple[floa
     start = (source.right, source.y)
     end = (target.right, target.y)
     return _curve(start, (reach, start[1]), (reach, end[1]), end)
+
+
+def _beside(source: _Box, target: _Box) -> tuple[str, tuple[float, float]]:
+    """A move within a layer: from the facing side, bowed below the states between."""
+    step = 1 if target.x > source.x else -1
+    start = (source.x + step * source.width / 2, source.y + 6)
+    end = (target.x - step * target.width / 2, target.y + 6)
+    between = abs(end[0] - start[0]) > 2 * COLUMN_GAP
+    sag = NODE_HEIGHT if between else 8
+    return _curve(
+        start, (start[0] + step * 12, start[1] + sag), (end[0] - step * 12, end[1] + sag), end
+    )
 
 
 def _self_loop(box: _Box) -> tuple[str, tuple[float, float]]:
