@@ -7,13 +7,14 @@ the command that installs it; they are never skipped.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
 from tests.api_helpers import TOKENS
 
@@ -65,3 +66,14 @@ async def sign_in(page: Page, url: str, who: str, *, then: str = "/console/") ->
     await page.get_by_label("API token").fill(TOKENS[who])
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.locator("#identity")).to_have_text(who)
+
+
+async def reload_until_visible(page: Page, locator: Locator) -> None:
+    """Reload ``page`` until ``locator`` shows (lists come from Temporal's visibility
+    store, which lags the runs a little), at most ``TIMEOUT_MS``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT_MS / 1000
+    while await locator.count() == 0 and loop.time() < deadline:
+        await asyncio.sleep(0.5)
+        await page.reload()
+    await expect(locator).to_be_visible()

@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.api_helpers import agents_dir, api_settings, serving
 from tests.conftest import make_settings, running_worker
-from tests.console.browser import chromium, new_page, sign_in
+from tests.console.browser import chromium, new_page, reload_until_visible, sign_in
 from tests.llm_server import ScriptedLlm, say
 from workers.binaries import temporal_cli
 from workflows.agent import SEARCH_ATTRIBUTES
@@ -106,7 +106,7 @@ async def take(target: Path) -> list[Path]:
                 written.append(target / "console-run.png")
                 await page.screenshot(path=str(written[-1]))
                 await page.goto(f"{api.url}/console/inbox")
-                await page.wait_for_selector(f'article[data-run="{refund}"]')
+                await reload_until_visible(page, page.locator(f'article[data-run="{refund}"]'))
                 await page.get_by_label("Comment").fill("Order checked: refund approved.")
                 written.append(target / "console-inbox.png")
                 await page.screenshot(path=str(written[-1]))

@@ -15,7 +15,7 @@ from temporalio.client import Client
 
 from tests.api_helpers import agents_dir, api_settings, serving
 from tests.conftest import make_settings, running_worker
-from tests.console.browser import chromium, new_page, sign_in
+from tests.console.browser import chromium, new_page, reload_until_visible, sign_in
 from tests.console.helpers import SECRET_VALUE, secret_gated
 from tests.llm_server import ScriptedLlm, say
 from tests.workflows.test_streaming import slow
@@ -96,7 +96,9 @@ async def test_chat_streams_and_the_run_page_follows_live(
 
         runs = await new_page(browser)
         await sign_in(runs, api.url, "bob")
-        await expect(runs.locator(f'tr[data-run="{run}"]')).to_contain_text("ask_phone")
+        await reload_until_visible(
+            runs, runs.locator(f'tr[data-run="{run}"]:has-text("ask_phone")')
+        )
         await shot(runs, shots, "runs")
         agent = await runs.context.new_page()
         await agent.goto(f"{api.url}/console/agents/contact_form")
@@ -147,6 +149,7 @@ async def test_approve_from_the_inbox_be_refused_as_another_and_see_the_run_end(
         inbox = await alice.context.new_page()
         await inbox.goto(f"{api.url}/console/inbox")
         card = inbox.locator(f'article[data-run="{run}"]')
+        await reload_until_visible(inbox, card)
         await expect(card).to_contain_text("A human checks the customer")
         await expect(card).to_contain_text("Ada Lovelace")
         await expect(card).not_to_contain_text(SECRET_VALUE)

@@ -38,6 +38,12 @@ async def test_pages_need_a_sign_in_and_the_form_checks_the_token(
             headers={"Origin": "http://evil.example"},
         )
         # The bearer header of /v1 does not sign a page in: pages read the cookie.
+        away = await http.post(
+            "/console/sign-in",
+            data={"token": TOKENS["alice"], "next": "https://evil.example/"},
+            headers={"Origin": api.url},
+        )
+        http.cookies.clear()
         bearer = await http.get("/console/", headers={"Authorization": f"Bearer {TOKENS['alice']}"})
         script = await http.get("/console/runs/x/events", headers={"Accept": "text/event-stream"})
         static = await http.get("/console/static/console.js")
@@ -53,6 +59,7 @@ async def test_pages_need_a_sign_in_and_the_form_checks_the_token(
     assert wrong.status_code == 401 and "not valid" in wrong.text
     assert "fsmflow_console" not in wrong.cookies
     assert elsewhere.status_code == 403 and "another site" in elsewhere.text
+    assert away.status_code == 303 and away.headers["location"] == "/console/"
     assert bearer.status_code == 303
     assert script.status_code == 401 and script.json()["error"]["code"] == "unauthorized"
     assert static.status_code == 200 and "readSse" in static.text

@@ -135,9 +135,11 @@ class Console:
 
     def sign_in_redirect(self, request: Request, exc: SignInRequired) -> Response:
         """To the sign-in page, coming back here after (scripts get a 401)."""
-        if _json_routes(request) or request.method != "GET":
+        if _json_routes(request):
             return ApiError(401, exc.message).response()
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if request.method != "GET":
+            target = PREFIX + "/"  # a form sent without a session: start again from the list
         query = urlencode({"next": target, "why": exc.message})
         return RedirectResponse(f"{PREFIX}/sign-in?{query}", status_code=303)
 
