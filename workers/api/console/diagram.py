@@ -198,8 +198,14 @@ def svg(
         )
         lx, ly = label_at
         text = gate_label + (" " if gate_label else "")
+        # Labels sit beside the curve, on the side it bends to, so that two moves
+        # leaving one state (approve and reject) keep their labels apart.
+        leftwards = target.layer > source.layer and target.x < source.x
+        anchor = "end" if leftwards else "start"
+        lx += -6 if leftwards else 6
         out.append(
-            f'<text class="edge-label" x="{_fmt(lx + 6)}" y="{_fmt(ly - 4)}">{escape(text)}'
+            f'<text class="edge-label" x="{_fmt(lx)}" y="{_fmt(ly - 4)}" '
+            f'text-anchor="{anchor}">{escape(text)}'
             f'<tspan class="count">{f"×{count}" if count else ""}</tspan></text></g>'
         )
     for state_id, state in definition.states.items():
