@@ -634,7 +634,8 @@ class Runs:
         """The run's context, keys declared ``secret`` redacted by the run itself.
 
         Its ``context`` query; for a closed run no worker answers, its result
-        (redacted the same way). None when neither is there (no worker yet).
+        (redacted the same way). None when neither is there (no worker yet, or a
+        run terminated or refused at its start).
         """
         facts = await self.facts(workflow_id)
         await self.authorize(identity, facts)
@@ -650,8 +651,9 @@ class Runs:
         except RPCError as exc:
             if exc.status not in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
                 raise self.error(exc, workflow_id) from None
-        if facts.status == WorkflowExecutionStatus.COMPLETED:
+        if not facts.running:
             try:
+                # Completed, or failed by its own rules (the failure carries the result).
                 return dict((await run_result(handle)).context)
             except (WorkflowFailureError, RPCError):
                 return None
