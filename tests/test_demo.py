@@ -67,6 +67,7 @@ def test_demo_from_dev_up_to_dev_down(tmp_path: Path) -> None:
         identity, token = tokens.read_text().strip().split(":")
         assert stat.S_IMODE(tokens.stat().st_mode) == 0o600
         assert f"API at http://127.0.0.1:{api} as {identity!r}" in up.stdout
+        assert f"Console at http://127.0.0.1:{api}/console" in up.stdout
         assert token not in up.stdout + up.stderr
         status = fsmflow(tmp_path, env, "dev", "status")
         assert status.returncode == 0 and status.stdout.count("healthy") == 4, status.stdout
@@ -98,6 +99,13 @@ def test_demo_from_dev_up_to_dev_down(tmp_path: Path) -> None:
         with urllib.request.urlopen(request, timeout=10) as response:
             runs = json.load(response)["runs"]
         assert any(run["id"].startswith("demo-research-") for run in runs), runs
+        # ... and in the console, signed in with the same token (its cookie).
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{api}/console/?agent=research",
+            headers={"Cookie": f"fsmflow_console={token}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert "demo-research-" in response.read().decode()
         for name in ("temporal", "llm", "worker", "api"):
             assert (tmp_path / ".fsmflow" / f"{name}.log").exists()
         assert (tmp_path / ".fsmflow" / "temporal.db").exists()

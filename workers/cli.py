@@ -635,7 +635,8 @@ def build_parser() -> argparse.ArgumentParser:
         "api",
         help="serve the HTTP API (start, message, decide, list, follow runs)",
         description="Serve fsmflow's HTTP API under /v1 (OpenAPI at /openapi.json; "
-        "docs/api.md) on FSMFLOW_API_HOST:FSMFLOW_API_PORT (127.0.0.1:8000). Callers send "
+        "docs/api.md) and its web console under /console (docs/console.md) on "
+        "FSMFLOW_API_HOST:FSMFLOW_API_PORT (127.0.0.1:8000). Callers send "
         "a bearer token of FSMFLOW_API_TOKENS or FSMFLOW_API_TOKENS_FILE "
         "(identity:token[:agent1|agent2]); it refuses to start without one.",
     )

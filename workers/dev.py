@@ -329,11 +329,13 @@ def up(ports: Ports, *, home: Path = STATE_DIR, out: TextIO = sys.stdout) -> Non
     api = f"http://127.0.0.1:{ports.api}"
     if identity is None:
         out.write(f"API at {api} (tokens from FSMFLOW_API_TOKENS / FSMFLOW_API_TOKENS_FILE)\n")
+        out.write(f"Console at {api}/console (sign in with one of those tokens)\n")
         return
     tokens = home / API_TOKENS
     out.write(
         f"API at {api} as {identity!r}: the token is the first line of {tokens} (mode 0600)\n"
         f'  curl -H "Authorization: Bearer $(head -1 {tokens} | cut -d: -f2)" {api}/v1/runs\n'
+        f"Console at {api}/console (sign in with that token)\n"
     )
 
 

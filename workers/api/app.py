@@ -9,7 +9,6 @@ them.
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -37,8 +36,8 @@ from schemas.api import (
 )
 from schemas.definition import AGENT_NAME_PATTERN
 from schemas.run import Reply
-from workers.api import events
-from workers.api.auth import Identity, RateLimiter, Tokens
+from workers.api import console, events
+from workers.api.auth import Identity, RateLimiter, Tokens, authenticate
 from workers.api.errors import (
     ApiError,
     api_error,
@@ -176,32 +175,7 @@ async def caller(
     Raises:
         ApiError: 401 without a valid token, 429 over the identity's rate.
     """
-    state = request.app.state
-    if credentials is None:
-        raise ApiError(
-            401,
-            "no token: send Authorization: Bearer <token>",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    identity = state.tokens.identify(credentials.credentials)
-    if identity is None:
-        raise ApiError(
-            401,
-            "the token is not valid",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
-    request.state.identity = identity.name
-    if state.limiter is not None:
-        wait = state.limiter.take(identity.name)
-        if wait > 0:
-            raise ApiError(
-                429,
-                f"too many requests from {identity.name!r} (FSMFLOW_API_RATE "
-                f"{state.settings.api_rate}); retry in {wait:.1f} s",
-                headers={"Retry-After": str(math.ceil(wait))},
-            )
-    assert isinstance(identity, Identity)
-    return identity
+    return authenticate(request, credentials.credentials if credentials else None)
 
 
 Caller = Annotated[Identity, Depends(caller)]
@@ -279,21 +253,7 @@ def create_app(settings: Settings, *, tokens: Tokens, runs: Runs | None = None) 
         if "text/event-stream" not in request.headers.get("accept", ""):
             reply, created = await runs.send(identity, id, body, message_id)
             return render(reply, created)
-        client = await runs.client()
-        stream = events.stream_of(client, id)
-        offset = await events.message_offset(stream)
-        handle, created = await runs.accept(identity, id, body, message_id, wait=True)
-        return EventSourceResponse(
-            events.message_events(
-                runs.reply(handle, id),
-                lambda reply: render(reply, created),
-                stream=stream,
-                offset=offset,
-                message_id=message_id,
-                workflow_id=id,
-            ),
-            ping=events.PING_SECONDS,
-        )
+        return await events.stream_message(runs, identity, id, body, message_id)
 
     @v1.get("/runs/{id}", response_model=RunView, responses=_NOT_FOUND)
     async def get_run(id: RunId, identity: Caller) -> RunView:
@@ -351,23 +311,7 @@ def create_app(settings: Settings, *, tokens: Tokens, runs: Runs | None = None) 
                     422, "last-event-id: an event id is a stream offset", field="last-event-id"
                 )
             from_offset = int(last_event_id) + 1
-        facts = await runs.facts(id)
-        await runs.authorize(identity, facts)
-        client = await runs.client()
-        stream = events.stream_of(client, id)
-        try:
-            end = await events.stream_end(stream)
-        except Exception as exc:  # noqa: BLE001 - every Temporal error is mapped
-            raise runs.error(exc, id) from None
-        if end is None:
-            raise ApiError(
-                501,
-                f"run {id!r} publishes no events (its workers predate streaming)",
-                code="not_streaming",
-            )
-        return EventSourceResponse(
-            events.run_events(stream, from_offset, workflow_id=id), ping=events.PING_SECONDS
-        )
+        return await events.follow(runs, identity, id, from_offset)
 
     @v1.post(
         "/runs/{id}/decision",
@@ -384,6 +328,7 @@ def create_app(settings: Settings, *, tokens: Tokens, runs: Runs | None = None) 
         return await runs.decide(identity, id, body)
 
     app.include_router(v1)
+    console.install(app, settings, runs)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, bool]:

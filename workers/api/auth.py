@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 import re
 import time
@@ -24,9 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+from starlette.requests import Request
 
 from schemas.definition import AGENT_NAME_PATTERN
 from schemas.workflow import MAX_BY_CHARS
+from workers.api.errors import ApiError
 
 log = structlog.get_logger("fsmflow.api")
 
@@ -259,3 +262,40 @@ class RateLimiter:
             return 0.0
         self._buckets[key] = (level, now)
         return (1 - level) / self.rate
+
+
+def authenticate(request: Request, token: str | None) -> Identity:
+    """The identity a request's token stands for, which takes one from its rate bucket.
+
+    The bearer header (``/v1``) and the console's cookie both end here, so both
+    are checked by the same table and limited by the same buckets.
+
+    Raises:
+        ApiError: 401 without a valid token, 429 over the identity's rate.
+    """
+    state = request.app.state
+    if token is None:
+        raise ApiError(
+            401,
+            "no token: send Authorization: Bearer <token>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    identity = state.tokens.identify(token)
+    if identity is None:
+        raise ApiError(
+            401,
+            "the token is not valid",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    request.state.identity = identity.name
+    if state.limiter is not None:
+        wait = state.limiter.take(identity.name)
+        if wait > 0:
+            raise ApiError(
+                429,
+                f"too many requests from {identity.name!r} (FSMFLOW_API_RATE "
+                f"{state.settings.api_rate}); retry in {wait:.1f} s",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
+    assert isinstance(identity, Identity)
+    return identity

@@ -16,17 +16,22 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import structlog
-from sse_starlette import ServerSentEvent
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from temporalio.client import Client, WorkflowQueryFailedError, WorkflowUpdateFailedError
 from temporalio.contrib.workflow_streams import WorkflowStreamClient, WorkflowStreamItem
 from temporalio.service import RPCError, RPCStatusCode
 
-from schemas.api import MessageReply
+from schemas.api import MessageReply, SendMessage
 from schemas.events import RUN_TOPIC, RunEvent
 from schemas.run import Reply
 from workers.api.errors import ApiError
+
+if TYPE_CHECKING:
+    from workers.api.auth import Identity
+    from workers.api.runs import Runs
 
 log = structlog.get_logger("fsmflow.api")
 
@@ -216,3 +221,66 @@ async def _pump(
     except Exception as exc:  # noqa: BLE001 - the reply still comes; only deltas are lost
         if not _no_stream(exc):
             log.warning("api.stream_failed", workflow_id=workflow_id, error=str(exc))
+
+
+async def follow(
+    runs: Runs, identity: Identity, workflow_id: str, from_offset: int
+) -> EventSourceResponse:
+    """A run's events from ``from_offset`` as SSE, for an identity allowed its agent.
+
+    ``GET /v1/runs/{id}/events`` and the console's live run page both answer with it.
+
+    Raises:
+        ApiError: 404/403 for the run, 501 if it publishes no events.
+    """
+    facts = await runs.facts(workflow_id)
+    await runs.authorize(identity, facts)
+    client = await runs.client()
+    stream = stream_of(client, workflow_id)
+    try:
+        end = await stream_end(stream)
+    except Exception as exc:  # noqa: BLE001 - every Temporal error is mapped
+        raise runs.error(exc, workflow_id) from None
+    if end is None:
+        raise ApiError(
+            501,
+            f"run {workflow_id!r} publishes no events (its workers predate streaming)",
+            code="not_streaming",
+        )
+    return EventSourceResponse(
+        run_events(stream, from_offset, workflow_id=workflow_id), ping=PING_SECONDS
+    )
+
+
+async def stream_message(
+    runs: Runs, identity: Identity, workflow_id: str, body: SendMessage, message_id: str
+) -> EventSourceResponse:
+    """Send a message and stream its turn as SSE (``message_events``).
+
+    ``POST /v1/runs/{id}/messages`` with ``Accept: text/event-stream`` and the
+    console's chat both answer with it.
+
+    Raises:
+        ApiError: If the run, its agent or the message is refused before the stream.
+    """
+    client = await runs.client()
+    stream = stream_of(client, workflow_id)
+    offset = await message_offset(stream)
+    handle, created = await runs.accept(identity, workflow_id, body, message_id, wait=True)
+
+    def render(reply: Reply) -> MessageReply:
+        return MessageReply(
+            id=workflow_id, message_id=message_id, created=created, **reply.model_dump()
+        )
+
+    return EventSourceResponse(
+        message_events(
+            runs.reply(handle, workflow_id),
+            render,
+            stream=stream,
+            offset=offset,
+            message_id=message_id,
+            workflow_id=workflow_id,
+        ),
+        ping=PING_SECONDS,
+    )

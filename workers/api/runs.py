@@ -630,6 +630,35 @@ class Runs:
             ui_url=ui_link(self.settings, workflow_id),
         )
 
+    async def context(self, identity: Identity, workflow_id: str) -> dict[str, Any] | None:
+        """The run's context, keys declared ``secret`` redacted by the run itself.
+
+        Its ``context`` query; for a closed run no worker answers, its result
+        (redacted the same way). None when neither is there (no worker yet, or a
+        run terminated or refused at its start).
+        """
+        facts = await self.facts(workflow_id)
+        await self.authorize(identity, facts)
+        client = await self.client()
+        handle = self.handle(client, workflow_id, facts.run_id)
+        try:
+            found = await handle.query(
+                "context", result_type=dict[str, Any], rpc_timeout=QUERY_TIMEOUT
+            )
+            return dict(found)
+        except WorkflowQueryFailedError:
+            pass
+        except RPCError as exc:
+            if exc.status not in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
+                raise self.error(exc, workflow_id) from None
+        if not facts.running:
+            try:
+                # Completed, or failed by its own rules (the failure carries the result).
+                return dict((await run_result(handle)).context)
+            except (WorkflowFailureError, RPCError):
+                return None
+        return None
+
     async def trace(self, identity: Identity, workflow_id: str) -> TraceView:
         """The run's trace: its ``trace`` query, else a replay of its history."""
         from workers.history_trace import ReplayError, trace_from_history
