@@ -112,7 +112,11 @@ def read_document(doc: str) -> str:
 def _draft(topic: str) -> tuple[str, list[str]]:
     hits = _rank(topic, 3)
     if not hits:
-        raise ToolError(f"the corpus has nothing on {topic!r}; search with other keywords")
+        # Name what it does cover: a small model picks one rather than guessing again.
+        covered = "; ".join(_title(text, doc) for doc, text in _documents().items())
+        raise ToolError(
+            f"the corpus has nothing on {topic!r}; write on one of its topics: {covered}"
+        )
     wanted = set(_terms(topic))
     documents = _documents()
     lines = [f"# {topic.strip().capitalize()}", ""]

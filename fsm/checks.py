@@ -16,25 +16,71 @@ from typing import Any
 from fsm import jsonlogic
 from fsm.context import SYSTEM_KEYS
 from fsm.problems import Problem, did_you_mean, quote
-from schemas.definition import NAME_PATTERN, AgentDefinition, InvalidGoto, State
+from schemas.definition import NAME_PATTERN, AgentDefinition, InvalidGoto, State, Transition
 from schemas.limits import MAX_GUARD_DEPTH, MAX_PROBLEMS
 
 _NAME_RE = re.compile(NAME_PATTERN)
 
 
 def successors(state: State) -> list[str]:
-    """Every state a state can move to: transitions, approval and ``on_invalid`` targets.
+    """Every state a state can move to: transitions, approval and goto targets.
 
-    Eventless transitions (``always``) included.
+    Eventless transitions (``always``), ``on_invalid`` and ``on_dead_end`` included.
     """
     targets = [t.target for t in (*state.transitions, *state.always)]
-    if isinstance(state.on_invalid, InvalidGoto):
-        targets.append(state.on_invalid.goto)
+    for rule in (state.on_invalid, state.on_dead_end):
+        if isinstance(rule, InvalidGoto):
+            targets.append(rule.goto)
     if state.approval is not None:
         targets += [state.approval.on_approve, state.approval.on_reject]
         if state.approval.on_timeout is not None:
             targets.append(state.approval.on_timeout)
     return targets
+
+
+def _check_goto(
+    definition: AgentDefinition, state_id: str, rule: object, field: str, hint: str
+) -> Iterator[Problem]:
+    """An ``{goto: STATE}`` rule names another state."""
+    if not isinstance(rule, InvalidGoto):
+        return
+    where = ("states", state_id, field)
+    if rule.goto not in definition.states:
+        yield Problem(
+            f"goto {rule.goto!r} is not a state{did_you_mean(rule.goto, definition.states)}",
+            where,
+        )
+    elif rule.goto == state_id:
+        yield Problem(f"goto names the state itself; {hint}", where)
+
+
+def _fragile_way_out(state_id: str, state: State) -> Iterator[Problem]:
+    """Warn where every way out waits for a successful call of the state's tools.
+
+    Tool calls can fail (a ``ToolError``, a bad argument); once the visit's
+    ``max_tool_errors`` are spent the run is at a dead end and ends failed. Saying
+    ``on_dead_end`` (``fail`` or ``{goto: STATE}``) in the state acknowledges it.
+    """
+    leaving = [t for t in (*state.transitions, *state.always) if t.target != state_id]
+    if not state.tools or not leaving or "on_dead_end" in state.model_fields_set:
+        return
+    own = set(state.tools)
+
+    def on_calls(transition: Transition) -> bool:
+        return any(
+            var.startswith("_calls.") and var.split(".", 1)[1] in own
+            for var in jsonlogic.variables(transition.when)
+        )
+
+    if all(on_calls(t) for t in leaving):
+        yield Problem(
+            f"every way out waits for a successful call of {', '.join(state.tools)}; if "
+            f"the calls keep failing ({state.max_tool_errors} per visit, max_tool_errors) "
+            "the run ends failed here. Say on_dead_end: fail, or {goto: STATE} to send it "
+            "elsewhere",
+            ("states", state_id),
+            severity="warning",
+        )
 
 
 def guard_keys(state: State) -> set[str]:
@@ -214,18 +260,21 @@ def _check_state(
                     f"{field} {target!r} is not a state{did_you_mean(target, definition.states)}",
                     (*where, "approval"),
                 )
-    if isinstance(state.on_invalid, InvalidGoto):
-        target = state.on_invalid.goto
-        if target not in definition.states:
-            yield Problem(
-                f"goto {target!r} is not a state{did_you_mean(target, definition.states)}",
-                (*where, "on_invalid"),
-            )
-        elif target == state_id:
-            yield Problem(
-                "goto names the state itself; use 'wait' to ask the model again",
-                (*where, "on_invalid"),
-            )
+    yield from _check_goto(
+        definition, state_id, state.on_invalid, "on_invalid", "use 'wait' to ask the model again"
+    )
+    yield from _check_goto(
+        definition, state_id, state.on_dead_end, "on_dead_end", "use 'fail' to end the run"
+    )
+    if state.on_dead_end != "fail" and (state.terminal or state.approval is not None):
+        yield Problem(
+            "on_dead_end applies to states the run leaves by its own moves; "
+            + ("a terminal state" if state.terminal else "an approval gate")
+            + " has none",
+            (*where, "on_dead_end"),
+            severity="warning",
+        )
+    yield from _fragile_way_out(state_id, state)
     if state.on_invalid != "wait" and (state.terminal or state.approval is not None):
         yield Problem(
             "on_invalid applies to states where the model moves; "

@@ -46,6 +46,8 @@ def mermaid(definition: AgentDefinition) -> str:
             )
         if isinstance(state.on_invalid, InvalidGoto):
             lines.append(f"    {state_id} --> {state.on_invalid.goto}: no valid turn")
+        if isinstance(state.on_dead_end, InvalidGoto):
+            lines.append(f"    {state_id} --> {state.on_dead_end.goto}: dead end")
         if state.approval is not None:
             gate = state.approval
             lines.append(f"    {state_id} --> {gate.on_approve}: approve")

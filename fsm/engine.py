@@ -127,11 +127,17 @@ def _may_hold(transition: Transition, run: RunState, writable: set[str]) -> bool
 
 
 def callable_tools(definition: AgentDefinition, run: RunState) -> list[str]:
-    """The state's tools the model may call now: none once the visit's budget is spent."""
+    """The state's tools the model may call now.
+
+    None once the visit's budget of successful calls (``max_tool_calls``) or of
+    failed ones (``max_tool_errors``) is spent.
+    """
     if run.status != "active":
         return []
     state = definition.states[run.state]
     if state.max_tool_calls is not None and run.visit_tool_calls >= state.max_tool_calls:
+        return []
+    if run.visit_tool_errors >= state.max_tool_errors:
         return []
     return list(state.tools)
 
@@ -271,11 +277,76 @@ def _follow_always(definition: AgentDefinition, run: RunState) -> RunState:
             update={
                 "state": taken.target,
                 "visits": visits,
-                "visit_tool_calls": 0 if taken.target != run.state else run.visit_tool_calls,
+                **_visit_counters(run, taken.target),
                 "trace": (*run.trace, entry),
             }
         )
     return run
+
+
+def _visit_counters(run: RunState, target: str) -> dict[str, int]:
+    """The visit's tool counters after a move to ``target``: reset on entering a state."""
+    if target == run.state:
+        return {
+            "visit_tool_calls": run.visit_tool_calls,
+            "visit_tool_errors": run.visit_tool_errors,
+        }
+    return {"visit_tool_calls": 0, "visit_tool_errors": 0}
+
+
+def dead_end(definition: AgentDefinition, run: RunState) -> str | None:
+    """Why an active run can never leave its state, or None while it may.
+
+    A dead end: the state declares ways out, but no transition leaving it can
+    ever hold (whatever the model writes to the keys it collects, however many
+    steps pass) and no tool can be called: its budget is spent or its calls kept
+    failing. Only a decision from outside could change the context, and none
+    reaches a state that is not a gate. A state without ways out (one that only
+    stays, a chat) is not a dead end: it ends by ``max_steps`` by design.
+    """
+    state = definition.states[run.state]
+    if run.status != "active" or state.terminal or state.approval is not None:
+        return None
+    leaving = [t for t in (*state.transitions, *state.always) if t.target != run.state]
+    if not leaving or callable_tools(definition, run):
+        return None
+    changing = {*writable_keys(definition, run.state), "_step"}
+    if any(_may_hold(t, run, changing) for t in leaving):
+        return None
+    why = f"dead end in state {run.state!r}: no transition out can hold"
+    if state.tools:
+        spent = (
+            f"{run.visit_tool_errors} failed calls"
+            if run.visit_tool_errors >= state.max_tool_errors
+            else f"{run.visit_tool_calls} of {state.max_tool_calls} calls made"
+        )
+        why += f" and no tool can be called ({spent} on this visit)"
+    return why
+
+
+def _leave_dead_end(definition: AgentDefinition, run: RunState, why: str) -> RunState:
+    """Apply the state's ``on_dead_end``: fail the run, or move it (no step)."""
+    rule = definition.states[run.state].on_dead_end
+    if not isinstance(rule, InvalidGoto) or rule.goto not in definition.states:
+        return fail_run(run, why)
+    entry = TraceEntry(
+        step=run.step,
+        kind="dead_end",
+        from_state=run.state,
+        to_state=rule.goto,
+        accepted=True,
+        reason=why,
+    )
+    visits = dict(run.visits)
+    visits[rule.goto] = visits.get(rule.goto, 0) + 1
+    return run.model_copy(
+        update={
+            "state": rule.goto,
+            "visits": visits,
+            **_visit_counters(run, rule.goto),
+            "trace": (*run.trace, entry),
+        }
+    )
 
 
 def guard_text(transition: Transition) -> str:
@@ -293,9 +364,18 @@ def _settle(definition: AgentDefinition, run: RunState) -> RunState:
 
     Terminal, gate, or the step bound. Eventless transitions are followed even
     when the last step reached ``max_steps``: they are not steps, and the state
-    they lead to (a terminal one, say) is where the run is.
+    they lead to (a terminal one, say) is where the run is. A dead end is left at
+    once (``on_dead_end``), not idled in until ``max_steps``.
     """
     run = _follow_always(definition, run)
+    for _ in range(MAX_ALWAYS_HOPS):
+        why = dead_end(definition, run.model_copy(update={"status": "active"}))
+        if why is None or run.step >= definition.max_steps:
+            break
+        run = _leave_dead_end(definition, run, why)
+        if run.ended:
+            return run
+        run = _follow_always(definition, run)
     state = definition.states[run.state]
     if state.terminal:
         return run.model_copy(
@@ -367,7 +447,7 @@ def _enter(
             "context": context,
             "step": run.step + 1,
             "visits": visits,
-            "visit_tool_calls": 0 if target != run.state else run.visit_tool_calls,
+            **_visit_counters(run, target),
             "trace": (*run.trace, entry),
         }
     )
@@ -618,6 +698,11 @@ def tool_call_problem(
         return f"tool {tool!r} is not allowed in {run.state!r}; allowed: {listing}"
     if tool not in callable_tools(definition, run):
         moves = ", ".join(allowed_targets(definition, run))
+        if run.visit_tool_errors >= state.max_tool_errors:
+            return (
+                f"{run.state!r} allows {state.max_tool_errors} failed tool call(s) per visit "
+                f"and they are spent; move on (allowed: {moves})"
+            )
         return (
             f"{run.state!r} allows {state.max_tool_calls} tool call(s) per visit and they "
             f"are spent; move on (allowed: {moves})"
@@ -709,7 +794,8 @@ def record_tool_call(
         update={
             "step": run.step + 1,
             "tool_calls": run.tool_calls + 1,
-            "visit_tool_calls": run.visit_tool_calls + 1,
+            "visit_tool_calls": run.visit_tool_calls + ok,
+            "visit_tool_errors": run.visit_tool_errors + (not ok),
             "calls": calls,
             "context": context,
             "artifacts": tuple([*known, *artifacts][-ARTIFACTS_KEPT:]),

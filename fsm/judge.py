@@ -521,6 +521,22 @@ def after_tool_call(
     return push_dialogue(updated, *turns)
 
 
+def note_decision(
+    snapshot: RunSnapshot, gate: str, decision: str, by: str, comment: str
+) -> RunSnapshot:
+    """Tell the model about a human decision, in the state it led to.
+
+    A reviewer's comment ("too short, add an example") is what the next turns
+    should act on; without it a redraft repeats the rejected one.
+    """
+    if decision not in ("approve", "reject"):
+        return snapshot
+    who = f"The reviewer {by}" if by else "The reviewer"
+    verb = "approved" if decision == "approve" else "rejected"
+    text = f"{who} {verb} at {gate}" + (f": {comment}" if comment.strip() else ".")
+    return push_dialogue(snapshot, DialogueTurn(role="user", text=text))
+
+
 def unanswered(snapshot: RunSnapshot, reason: str) -> RunSnapshot:
     """A message the run could not answer: traced; it stays in the dialogue."""
     run = record_rejection(snapshot.run, f"message not answered: {reason}", kind="unanswered")
@@ -612,6 +628,13 @@ def details(definition: AgentDefinition, snapshot: RunSnapshot) -> str:
     text += f", step {run.step}/{definition.max_steps}"
     if run.end_reason:
         text += f": {run.end_reason}"
+    gate = definition.states[run.state].approval
+    if run.status == "awaiting_approval" and gate is not None:
+        who = f" from {', '.join(gate.approvers)}" if gate.approvers else ""
+        text += (
+            f"\n\nwaiting for an approval decision{who}: on approve to {gate.on_approve}, "
+            f"on reject to {gate.on_reject} (`fsmflow approve|reject ID`, or the console's inbox)"
+        )
     wait = snapshot.progress.wait if snapshot.progress is not None else None
     if wait is not None and not run.ended:
         what = {

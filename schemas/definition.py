@@ -329,6 +329,8 @@ class InvalidGoto(_UserModel):
 
 OnInvalid = Literal["wait", "fail"] | InvalidGoto
 
+OnDeadEnd = Literal["fail"] | InvalidGoto
+
 Reasoning = Literal["none", "short", "full"]
 """How much private reasoning a turn may write before it decides: ``none`` (the
 reply is the keys, the move and the message), ``short`` (a sentence) or ``full``.
@@ -353,7 +355,11 @@ class State(_UserModel):
     tools: Annotated[list[Name], _Bound(MAX_TOOLS, "items")] = Field(default_factory=list)
     """Tools the model may call here (autonomous runs): an allowlist."""
     max_tool_calls: int | None = Field(default=None, ge=1)
-    """Tool calls allowed per visit; after that only transitions are offered."""
+    """Successful tool calls allowed per visit; after that only transitions are
+    offered."""
+    max_tool_errors: int = Field(default=3, ge=1, le=100)
+    """Failed tool calls allowed per visit (they spend no ``max_tool_calls``);
+    after that the state's tools are no longer offered."""
     transitions: Annotated[list[Transition], _Bound(MAX_TRANSITIONS, "items")] = Field(
         default_factory=list
     )
@@ -382,9 +388,15 @@ class State(_UserModel):
     model), ``fail`` (the run ends failed), or ``{goto: STATE}`` (the FSM moves
     the run there itself)."""
 
-    @field_validator("on_invalid", mode="wrap")
+    on_dead_end: OnDeadEnd = "fail"
+    """What follows when no way out of the state is left (no transition can ever
+    hold and no tool can be called, e.g. its calls kept failing): ``fail`` (the
+    run ends failed, naming the state) or ``{goto: STATE}`` (the FSM moves the run
+    there itself, traced as ``dead_end``)."""
+
+    @field_validator("on_invalid", "on_dead_end", mode="wrap")
     @classmethod
-    def _one_on_invalid(cls, value: Any, handler: Any) -> Any:
+    def _one_rule(cls, value: Any, handler: Any, info: ValidationInfo) -> Any:
         # One clear message instead of one per member of the union.
         if isinstance(value, dict) and set(value) != {"goto"}:
             extra = sorted(set(value) - {"goto"})
@@ -396,8 +408,9 @@ class State(_UserModel):
         try:
             return handler(value)
         except ValidationError:
+            words = "'wait', 'fail'" if info.field_name == "on_invalid" else "'fail'"
             raise ValueError(
-                f"must be 'wait', 'fail' or {{goto: STATE}} (got {_SHORT.repr(value)})"
+                f"must be {words} or {{goto: STATE}} (got {_SHORT.repr(value)})"
             ) from None
 
 

@@ -24,12 +24,14 @@ TraceKind = Literal[
     "unanswered",
     "on_invalid",
     "always",
+    "dead_end",
 ]
 """``turn``: a model turn; ``approve``/``reject``/``timeout``: a gate's decision;
 ``tool_call``: a tool call (refused, executed or failed); ``fail``: the run ended
 on an error; ``unanswered``: a message the run could not answer in time (kept in
 the dialogue); ``on_invalid``: the state's ``on_invalid`` rule applied after its
-re-asks were spent; ``always``: an eventless transition the FSM took itself."""
+re-asks were spent; ``always``: an eventless transition the FSM took itself;
+``dead_end``: the state's ``on_dead_end`` move, taken when no way out was left."""
 
 
 class TraceEntry(BaseModel):
@@ -92,7 +94,11 @@ class RunState(BaseModel):
     tool_calls: int = 0
     """Tool calls executed so far in the run (the call index of the next one)."""
     visit_tool_calls: int = 0
-    """Tool calls executed since the run entered its current state."""
+    """Successful tool calls since the run entered its current state (the visit's
+    ``max_tool_calls`` budget)."""
+    visit_tool_errors: int = 0
+    """Failed tool calls since the run entered its current state (the visit's
+    ``max_tool_errors`` budget): a call that fails spends no call budget."""
     calls: dict[str, int] = Field(default_factory=dict)
     """Successful calls by tool (guards read them as ``_calls.<tool>``)."""
     artifacts: tuple[str, ...] = ()

@@ -67,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
         handed_over,
         judge_reply,
         model_failed,
+        note_decision,
         push_dialogue,
         rejected_text,
         remember_reply,
@@ -884,6 +885,15 @@ class AgentWorkflow:
         changes: dict[str, Any] = {"pending": None, "run": result.run}
         if result.accepted:
             changes["gate_deadline"] = None
+            noted = note_decision(
+                self._snap().model_copy(update={"run": result.run}),
+                run.state,
+                pending.decision,
+                pending.by,
+                pending.comment,
+            )
+            changes["dialogue"] = noted.dialogue
+            changes["dialogue_dropped"] = noted.dialogue_dropped
             self._events.publish(
                 events.decided(
                     run.state,

@@ -6,7 +6,7 @@ import re
 import xml.etree.ElementTree as ET
 
 from fsm.loader import load_definition
-from schemas.definition import AgentDefinition
+from schemas.definition import AgentDefinition, InvalidGoto
 from schemas.run import TraceEntry
 from tests.conftest import EXAMPLES
 from tests.console.helpers import secret_gated
@@ -79,3 +79,21 @@ def test_the_path_counts_moves_that_were_applied() -> None:
     items = views.timeline(trace)
     assert items[2].title == "turn rejected in b" and items[2].detail == "guard"
     assert items[3].title == "approved at b by al → a"
+
+
+def test_eventless_and_dead_end_moves_are_drawn_as_edges_of_their_own() -> None:
+    callback = load_definition(EXAMPLES / "callback.yaml")
+    always = [e for e in diagram.edges_of(callback) if "always" in e.kinds]
+    # Every eventless transition of the call-back form is an edge (it has no other).
+    assert {(e.source, e.target) for e in always} == {
+        (state_id, t.target) for state_id, s in callback.states.items() for t in s.always
+    }
+    assert 'class="edge edge-always' in diagram.svg(callback)
+    research = load_definition(EXAMPLES / "research.yaml")
+    states = dict(research.states)
+    states["write"] = states["write"].model_copy(
+        update={"on_dead_end": InvalidGoto(goto="abandoned")}
+    )
+    stuck = research.model_copy(update={"states": states})
+    (edge,) = [e for e in diagram.edges_of(stuck) if "on_dead_end" in e.kinds]
+    assert (edge.source, edge.target, edge.labels) == ("write", "abandoned", ["dead end"])

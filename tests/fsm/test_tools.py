@@ -169,11 +169,18 @@ def test_a_state_with_tools_that_forbids_staying_must_call_one() -> None:
     now = build_messages(definition, run, tools=infos)[-1]["content"]
     assert "- none yet: call one of the tools first" in now
     assert "Tools you may call now: search_corpus (2 call(s) left in this state)" in now
-    # A failed call (ToolError) does not count for _calls, but spends the budget.
+    # A failed call (ToolError) counts neither for _calls nor for the call budget
+    # (it spends the visit's max_tool_errors instead).
     run = record_tool_call(definition, run, "search_corpus", ok=False, outcome="error: x")
     assert allowed_targets(definition, run) == [] and run.calls == {"search_corpus": 0}
+    assert (run.visit_tool_calls, run.visit_tool_errors) == (0, 1)
     run = record_tool_call(definition, run, "search_corpus", ok=True, outcome="ok")
-    assert (run.step, run.visit_tool_calls, run.calls) == (2, 2, {"search_corpus": 1})
+    assert (
+        "(1 call(s) left in this state)"
+        in build_messages(definition, run, tools=infos)[-1]["content"]
+    )
+    run = record_tool_call(definition, run, "search_corpus", ok=True, outcome="ok")
+    assert (run.step, run.visit_tool_calls, run.calls) == (3, 2, {"search_corpus": 2})
     # The budget is spent: only the transition is offered, and a call is refused.
     assert allowed_targets(definition, run) == ["bye"]
     assert "kind" in turn_schema(definition, run, infos)["properties"]["action"]["properties"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
@@ -45,11 +46,17 @@ async def test_research_loop_through_an_approved_gate(
     async with running_worker(client, settings):
         handle = await start(client, settings, definition=REVIEW_LOOP, task=TASK)
         waiting = await wait_for_status(handle, lambda s: s.status == "awaiting_approval")
+        # The Web UI's current details say where the run is and what it waits for.
+        metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
         with pytest.raises(WorkflowUpdateFailedError):
             await send(handle, "autonomous runs take no messages")
         await signal(handle, "approve", by="alice", comment="ship it")
         result = await handle.result()
     assert (waiting.state, waiting.waiting_for, waiting.step) == ("publish_gate", "approval", 5)
+    assert "in state **publish_gate** (awaiting_approval), step 5/" in metadata.current_details
+    assert "waiting for an approval decision: on approve to published, on reject to write" in (
+        metadata.current_details
+    )
     assert result.status == "completed" and result.state == "published"
     assert [e.to_state for e in result.trace] == [
         "write",
@@ -90,6 +97,10 @@ async def test_rejection_sends_the_draft_back(
     kinds = [(e.kind, e.to_state) for e in result.trace if e.kind != "turn"]
     assert kinds == [("reject", "write"), ("approve", "published")]
     assert result.context["draft"] == "Draft three."
+    # The reviewer's comment reaches the model in the state the rejection led to.
+    note = {"role": "user", "content": "The reviewer bob rejected at publish_gate: too long"}
+    after = llm.requests(model_name)[5]["messages"]
+    assert note in after and note not in llm.requests(model_name)[4]["messages"]
 
 
 async def test_rewrites_are_bounded_by_the_table(

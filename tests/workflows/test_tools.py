@@ -4,6 +4,7 @@ their retries, and artifacts that keep megabytes out of the workflow history."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -305,3 +306,30 @@ async def test_a_plain_tool_uses_the_ledger_and_the_store_too(
     requests = llm.requests(model_name)
     assert '"outcome":"stored 5 chars"' in tool_messages(requests[2])[-1]
     assert '"bytes":5' in tool_messages(requests[3])[-1]
+
+
+async def test_failing_calls_spend_their_own_budget_then_the_dead_end_ends_the_run(
+    client: Client, llm: ScriptedLlm, model_name: str, spy_settings: Settings, spy_log: Path
+) -> None:
+    # 'look' leaves only once 'complain' has succeeded, which it never does.
+    agent = copy.deepcopy(SPY_AGENT)
+    agent["states"]["look"].update(
+        max_tool_calls=1,
+        max_tool_errors=2,
+        allow_stay=False,
+        transitions=[{"target": "work", "when": {">=": [{"var": "_calls.complain"}, 1]}}],
+    )
+    llm.script(model_name, call("complain", topic="fsm"), call("complain", topic="llm"))
+    async with running_worker(client, spy_settings):
+        handle = await start(client, spy_settings, definition=agent)
+        result = await failed_result(handle)
+    # Two failed calls (the call budget of one is untouched by them), then the
+    # run ends at once, naming the state: no turns idled until max_steps.
+    assert executed(spy_log) == ["complain", "complain"]
+    assert result.status == "failed" and result.steps == 2
+    assert result.end_reason == (
+        "dead end in state 'look': no transition out can hold and no tool can be "
+        "called (2 failed calls on this visit)"
+    )
+    assert [e.kind for e in result.trace] == ["tool_call", "tool_call", "fail"]
+    assert len(llm.requests(model_name)) == 2

@@ -42,7 +42,8 @@ class Edge:
     target: str
     labels: list[str] = field(default_factory=list)
     kinds: set[str] = field(default_factory=set)
-    """``transition``, ``approve``, ``reject``, ``timeout``, ``on_invalid``."""
+    """``transition``, ``always``, ``approve``, ``reject``, ``timeout``, ``on_invalid``,
+    ``on_dead_end``."""
 
 
 def edges_of(definition: AgentDefinition) -> list[Edge]:
@@ -58,8 +59,12 @@ def edges_of(definition: AgentDefinition) -> list[Edge]:
     for state_id, state in definition.states.items():
         for transition in state.transitions:
             add(state_id, transition.target, "transition", transition.description)
+        for transition in state.always:
+            add(state_id, transition.target, "always", transition.description or "always")
         if isinstance(state.on_invalid, InvalidGoto):
             add(state_id, state.on_invalid.goto, "on_invalid", "no valid turn")
+        if isinstance(state.on_dead_end, InvalidGoto):
+            add(state_id, state.on_dead_end.goto, "on_dead_end", "dead end")
         if state.approval is not None:
             add(state_id, state.approval.on_approve, "approve", "approve")
             add(state_id, state.approval.on_reject, "reject", "reject")

@@ -77,6 +77,10 @@ def timeline(entries: Sequence[TraceEntry]) -> list[TimelineItem]:
             title = f"run failed in {entry.from_state}"
         elif entry.kind == "unanswered":
             title = f"message unanswered in {entry.from_state}"
+        elif entry.kind == "always":
+            title = f"moved by itself {entry.from_state} → {target}"
+        elif entry.kind == "dead_end":
+            title = f"dead end in {entry.from_state} → {target}"
         else:
             title = f"{entry.kind} in {entry.from_state} → {target}"
         meta = []
