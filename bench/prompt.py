@@ -43,7 +43,7 @@ from fsm.prompt import build_messages, dialogue_window
 from fsm.turn_schema import turn_schema
 from schemas.definition import AgentDefinition
 from schemas.run import DialogueTurn, RunState
-from schemas.turn import TurnDecision
+from schemas.turn import ModelReply, TurnDecision
 from workers import local_llm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -233,7 +233,8 @@ def converse(client: OpenAI, definition: AgentDefinition, name: str, script: str
     for text in SCRIPTS[name][script]:
         if run.status != "active":
             break
-        history.append(DialogueTurn(role="user", text=text, state=run.state))
+        asked_in = run.state
+        history.append(DialogueTurn(role="user", text=text, state=asked_in))
         calls: list[Call] = []
         feedback = rejected = ""
         reply = None
@@ -265,7 +266,8 @@ def converse(client: OpenAI, definition: AgentDefinition, name: str, script: str
             judged = apply_turn(definition, run, turn)
             if not judged.accepted:
                 call.valid, feedback = False, judged.reason
-                rejected = json.dumps(json.loads(content), separators=(",", ":"))
+                shown = ModelReply(parsed=json.loads(content), model="bench")
+                rejected = rejected_text(definition, shown)
                 run = judged.run
                 continue
             run, reply = judged.run, turn.message
@@ -273,11 +275,10 @@ def converse(client: OpenAI, definition: AgentDefinition, name: str, script: str
         result.turns.append(calls)
         history.append(
             DialogueTurn(
-                role="agent", text=reply or "Sorry, could you say that again?", state=run.state
+                role="agent", text=reply or "Sorry, could you say that again?", state=asked_in
             )
         )
     result.final_state, result.status = run.state, run.status
-    _ = rejected_text  # the workflow's own formatting of a rejected reply (same compact JSON)
     return result
 
 

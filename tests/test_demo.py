@@ -82,6 +82,7 @@ def test_demo_from_dev_up_to_dev_down(tmp_path: Path) -> None:
         assert demo.returncode == 0, output + demo.stderr
         assert "$ temporal workflow start --type AgentWorkflow" in output
         assert "0 illegal moves applied." in output
+        assert "FSMFLOW_MODEL_DEFAULT=gpt-4o-mini make demo" in output
         assert f"http://127.0.0.1:{ui}/namespaces/default/workflows/demo-research-" in output
         assert "== callback agent (conversation;" in output
         # The scripted happy path takes the call-back form to its end on the

@@ -74,7 +74,10 @@ async def connect(
 
 
 async def run_result(handle: WorkflowHandle[Any, Any]) -> AgentResult:
-    """A run's result, also of a run that failed (the failure's details hold it).
+    """A run's result, also of a run that closed as a Temporal failure.
+
+    A run that failed (``AgentRunFailed``) or ran out of steps (``AgentRunStopped``)
+    holds its result in the failure's details.
 
     Raises:
         WorkflowFailureError: If the run failed otherwise (refused definition or
@@ -84,7 +87,11 @@ async def run_result(handle: WorkflowHandle[Any, Any]) -> AgentResult:
         return AgentResult.model_validate(await handle.result())
     except WorkflowFailureError as exc:
         cause = exc.cause
-        if isinstance(cause, ApplicationError) and cause.type == "AgentRunFailed" and cause.details:
+        if (
+            isinstance(cause, ApplicationError)
+            and cause.type in ("AgentRunFailed", "AgentRunStopped")
+            and cause.details
+        ):
             return AgentResult.model_validate(cause.details[0])
         raise
 

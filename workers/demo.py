@@ -221,4 +221,9 @@ async def run_demo(settings: Settings, *, out: TextIO) -> int:
         f"\n{turns} model turns, {rejected} rejected and re-asked, {tools} tool calls executed, "
         f"{len(wrong)} illegal moves applied.\n"
     )
+    out.write(
+        "The same demo on a stronger model (any OpenAI-compatible endpoint): make down, then\n"
+        "  OPENAI_BASE_URL=https://api.openai.com/v1 OPENAI_API_KEY=sk-... "
+        "FSMFLOW_MODEL_DEFAULT=gpt-4o-mini make demo\n"
+    )
     return 1 if wrong else 0

@@ -123,6 +123,11 @@ test fixtures do), or upserting them fails the workflow task."""
 PATCH_SNAPSHOT = "fsmflow-run-snapshot"
 """Marks runs that wait out outages and fail as Temporal failures (see the module doc)."""
 
+PATCH_MAX_STEPS = "fsmflow-max-steps-fails"
+"""Marks runs that close as a Temporal failure when they end on ``max_steps``.
+
+Runs that ended on ``max_steps`` before it completed; their histories replay so."""
+
 DEFAULT_FALLBACK_MESSAGE = "Sorry, I could not process that. Could you say it again?"
 
 LAST_CALL = timedelta(seconds=2)
@@ -285,6 +290,15 @@ class AgentWorkflow:
                 f"agent run failed: {result.end_reason}",
                 result,
                 type="AgentRunFailed",
+                non_retryable=True,
+            )
+        if result.status == "max_steps" and workflow.patched(PATCH_MAX_STEPS):
+            # Out of steps before a terminal state: the agent did not finish, so
+            # the workflow does not look like a success either.
+            raise ApplicationError(
+                f"agent run stopped: {result.end_reason}",
+                result,
+                type="AgentRunStopped",
                 non_retryable=True,
             )
         return result

@@ -8,13 +8,18 @@ import copy
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowUpdateFailedError,
+)
 from temporalio.service import RPCError
 
 from tests.conftest import make_settings, running_worker
 from tests.llm_server import ScriptedLlm, say
 from tests.workflows.helpers import decide, latest, send, start, started, status, trace
-from workers.client import send_message
+from workers.client import run_result, send_message
 from workers.settings import Settings
 
 # A small conversation with a secret key, a gate and a tight step bound.
@@ -318,10 +323,20 @@ async def test_max_steps_ends_the_run(
         handle = await start(client, settings, definition=shop(max_steps=2))
         await send(handle, "one")
         last = await send(handle, "two")
-        result = await handle.result()
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        result = await run_result(handle)
+        description = await handle.describe()
     assert last.status == "max_steps"
     assert (result.status, result.steps) == ("max_steps", 2)
     assert result.end_reason == "max_steps (2) reached in state 'greet'"
+    # Out of steps is not a success: the workflow closes failed (AgentRunStopped),
+    # the result in the failure's details.
+    assert description.status == WorkflowExecutionStatus.FAILED
+    assert getattr(failure.value.cause, "type", None) == "AgentRunStopped"
+    assert getattr(failure.value.cause, "message", "") == (
+        "agent run stopped: max_steps (2) reached in state 'greet'"
+    )
 
 
 async def test_broken_inline_definition_is_refused_before_any_turn(
