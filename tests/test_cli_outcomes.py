@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from tests.conftest import EXAMPLES, running_worker
 from tests.llm_server import ScriptedLlm, move, say
 from tests.test_cli_commands import fsmflow, one_line_error
-from tests.workflows.helpers import research_publish, research_to_the_gate, send, start
+from tests.workflows.helpers import send, start
 from workers.settings import Settings
 
 REVIEW_LOOP = yaml.safe_load((Path(__file__).parent / "workflows" / "review_loop.yaml").read_text())
@@ -258,36 +258,3 @@ async def test_run_wait_exit_codes_are_in_the_help(
     assert "3 it ended another way: max_steps" in " ".join(run_help[1].split())
     assert "4 the timeout passed" in " ".join(wait_help[1].split())
     assert bad[0] == 2 and "'awaiting_aproval' is not a status" in bad[2]
-
-
-async def test_research_to_the_gate_and_published_as_the_readme_shows(
-    temporal_env: WorkflowEnvironment,
-    client: Client,
-    llm: ScriptedLlm,
-    model_name: str,
-    settings: Settings,
-) -> None:
-    """The README's autonomous run: started, waited for at its gate, approved, completed."""
-    llm.script(model_name, *research_to_the_gate(), *research_publish())
-    workflow_id = f"cli-{uuid.uuid4().hex[:8]}"
-    async with running_worker(client, settings):
-        await fsmflow(
-            temporal_env,
-            settings,
-            "run",
-            "research",
-            "--id",
-            workflow_id,
-            "--input",
-            '{"task": "x"}',
-        )
-        gate = await fsmflow(
-            temporal_env, settings, "wait", workflow_id, "--until", "awaiting_approval"
-        )
-        await client.get_workflow_handle(workflow_id).signal("approve", {"by": "alice"})
-        ended = await fsmflow(
-            temporal_env, settings, "wait", workflow_id, "--until", "completed", "--timeout", "120"
-        )
-    assert gate == (0, f"{workflow_id}: awaiting_approval in state publish_gate\n", "")
-    assert ended[0] == 0, ended
-    assert ended[1].startswith(f"{workflow_id}: ended completed, agent research, state published")
