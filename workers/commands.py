@@ -60,11 +60,6 @@ EXIT_ENDED_OTHERWISE = 3
 terminated, cancelled or timed-out run; ``wait`` on an end it did not wait for."""
 EXIT_TIMEOUT = 4
 """``wait --timeout`` passed with the run still going."""
-EXIT_CODES_HELP = (
-    "exit codes: 0 as asked; 1 the run failed, or the command did (unknown run or agent, "
-    "invalid input, server unreachable); 2 invalid arguments or settings; "
-    "3 the run ended another way (max_steps, terminated, cancelled, timed out)"
-)
 
 
 class CommandError(Exception):
