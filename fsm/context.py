@@ -7,6 +7,7 @@ from typing import Any
 
 from jsonschema import ValidationError
 
+from fsm.problems import did_you_mean
 from fsm.validation import validator_for
 from schemas.definition import DEFAULT_STRING_BOUND, AgentDefinition, ContextKey
 from schemas.run import RunState
@@ -98,7 +99,10 @@ def check_initial_context(definition: AgentDefinition, values: Mapping[str, Any]
             problems.append(f"context key {name!r} is reserved for the framework")
         elif name not in definition.context:
             declared = ", ".join(sorted(definition.context)) or "none"
-            problems.append(f"context key {name!r} is not declared (declared: {declared})")
+            problems.append(
+                f"context key {name!r} is not declared{did_you_mean(name, definition.context)} "
+                f"(declared: {declared})"
+            )
         elif value is not None and (
             problem := value_problem(name, definition.context[name], value)
         ):

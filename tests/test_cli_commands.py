@@ -14,6 +14,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from schemas.run import TraceEntry
 from tests.conftest import EXAMPLES, ROOT, running_worker
 from tests.llm_server import ScriptedLlm, say
 from tests.workflows.helpers import research_publish, research_to_the_gate, wait_for_status
@@ -162,7 +163,7 @@ async def test_a_resent_message_and_failed_runs(
     assert code == 1 and '"status": "failed"' in out
     assert one_line_error(code, err).startswith(f"fsmflow: run {failing} failed: in state 'ask'")
     assert listed[0] == 0 and failing in listed[1] and chat not in listed[1]
-    assert "FSM STATUS" in listed[1].splitlines()[0]
+    assert "OUTCOME  WORKFLOW" in listed[1].splitlines()[0]
     assert bad[0] != 0 and "invalid choice: 'broken'" in bad[2]
 
 
@@ -260,22 +261,30 @@ async def test_unreachable_server(temporal_env: WorkflowEnvironment, settings: S
     )
 
 
-async def test_approve_when_no_gate_is_open(
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+async def test_a_decision_before_a_gate_opens_is_refused(
     temporal_env: WorkflowEnvironment,
     client: Client,
     llm: ScriptedLlm,
     model_name: str,
     settings: Settings,
+    decision: str,
 ) -> None:
     async with running_worker(client, settings):
         code, out, _ = await fsmflow(temporal_env, settings, "run", "contact_form")
         workflow_id = out.split()[1]
-        await wait_for_status(client.get_workflow_handle(workflow_id), lambda s: True)
-        code, _, err = await fsmflow(temporal_env, settings, "reject", workflow_id)
-        await client.get_workflow_handle(workflow_id).terminate("test over")
+        handle = client.get_workflow_handle(workflow_id)
+        await wait_for_status(handle, lambda s: True)
+        code, _, err = await fsmflow(temporal_env, settings, decision, workflow_id)
+        after = await wait_for_status(handle, lambda s: True)
+        trace = await handle.query("trace", result_type=list[TraceEntry])
+        await handle.terminate("test over")
+    assert code == 1
     assert one_line_error(code, err) == (
-        "fsmflow: reject refused: no approval gate is open (state 'ask_name', active)"
+        f"fsmflow: {decision} refused: no approval gate is open (state 'ask_name', active)"
     )
+    # Refused before it reached the history: nothing recorded, the run where it was.
+    assert trace == [] and (after.state, after.status) == ("ask_name", "active")
 
 
 @pytest.mark.parametrize(
@@ -292,6 +301,7 @@ async def test_approve_when_no_gate_is_open(
         "approve",
         "reject",
         "status",
+        "wait",
         "trace",
         "ls",
         "dev",

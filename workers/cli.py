@@ -216,7 +216,7 @@ def _settings(err: TextIO) -> Settings | None:
 
 
 def cmd_client(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Commands that talk to Temporal (run, chat, send, approve, reject, status, trace, ls)."""
+    """Commands that talk to Temporal (run, chat, send, approve, reject, status, wait, ...)."""
     from workers import commands
 
     settings = _settings(err)
@@ -236,6 +236,8 @@ def cmd_client(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         coroutine = commands.decide(settings, args.workflow_id, name, args.by, args.comment, out)
     elif name == "status":
         coroutine = commands.status(settings, args.workflow_id, out)
+    elif name == "wait":
+        coroutine = commands.wait(settings, args.workflow_id, args.until, out, timeout=args.timeout)
     elif name == "trace":
         coroutine = commands.trace(settings, args.workflow_id, out)
     else:
@@ -243,6 +245,32 @@ def cmd_client(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             settings, args.state, args.awaiting_approval, args.limit, out, status=args.status
         )
     return commands.run_command(coroutine, err)
+
+
+def _wait_statuses(text: str) -> list[str]:
+    """``--until``: comma-separated statuses, each one ``wait`` knows."""
+    from workers.client import RUN_OUTCOMES
+
+    known = list(dict.fromkeys([*FSM_STATUSES, *RUN_OUTCOMES, "ended"]))
+    statuses = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [status for status in statuses if status not in known]
+    if unknown or not statuses:
+        raise argparse.ArgumentTypeError(
+            f"{printable(repr(unknown[0] if unknown else text))} is not a status: "
+            f"one of {', '.join(known)}"
+        )
+    return statuses
+
+
+def _seconds(text: str) -> float:
+    """``--timeout``: a number of seconds, not negative."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{printable(repr(text))} is not a number of seconds")
+    return value
 
 
 def cmd_dev(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -514,12 +542,20 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="start a run of an agent",
-        description="Start a run of AGENT (a name in FSMFLOW_AGENTS_DIR, resolved by the worker).",
+        description="Start a run of AGENT (a name in FSMFLOW_AGENTS_DIR, resolved by the "
+        "worker). When FSMFLOW_AGENTS_DIR is readable here, an unknown agent or an --input "
+        "context that does not fit its declaration is refused before anything starts.",
+        epilog="With --wait, exit codes: 0 the run completed (reached a terminal state); "
+        "1 it failed (by its rules, or refused at its start), or the command did; "
+        "3 it ended another way: max_steps, terminated, cancelled or timed out (the end "
+        "reason is printed).",
     )
     run.add_argument("agent", metavar="AGENT")
     run.add_argument("--input", help='JSON like {"context": {...}, "task": "..."}')
     run.add_argument("--id", help="workflow id (default: AGENT-<random>)")
-    run.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    run.add_argument(
+        "--wait", action="store_true", help="wait for the result, print it, exit by how it ended"
+    )
     run.set_defaults(handler=cmd_client)
 
     chat = commands.add_parser(
@@ -565,6 +601,35 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("workflow_id", metavar="WORKFLOW_ID")
     status.set_defaults(handler=cmd_client)
 
+    wait = commands.add_parser(
+        "wait",
+        help="wait until a run reaches a status",
+        description="Wait until WORKFLOW_ID's status (FsmStatus) is one of --until, e.g. "
+        "awaiting_approval; a closed run is judged by how it ended (its history). Polls the "
+        "run's status query, or its search attributes when no worker answers.",
+        epilog="Exit codes: 0 the run reached one of the statuses; 1 it failed instead, or "
+        "the command did (unknown run, server unreachable); 2 invalid arguments or settings; "
+        "3 it ended another way (completed, max_steps, terminated, ...) than waited for; "
+        "4 the timeout passed (where the run is is printed).",
+    )
+    wait.add_argument("workflow_id", metavar="WORKFLOW_ID")
+    wait.add_argument(
+        "--until",
+        type=_wait_statuses,
+        required=True,
+        metavar="STATUS[,STATUS]",
+        help="FsmStatus values (active, awaiting_approval, waiting_for_model, "
+        "waiting_for_store, completed, failed, max_steps), terminated, canceled, "
+        "timed_out, or ended (any end)",
+    )
+    wait.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="give up after this long (default: never)",
+    )
+    wait.set_defaults(handler=cmd_client)
+
     trace = commands.add_parser(
         "trace",
         help="print a run's transition trace",
@@ -575,7 +640,13 @@ def build_parser() -> argparse.ArgumentParser:
     trace.set_defaults(handler=cmd_client)
 
     ls = commands.add_parser(
-        "ls", help="list runs", description="List runs from the visibility store, newest first."
+        "ls",
+        help="list runs",
+        description="List runs from the visibility store, newest first. OUTCOME is the run's "
+        "FsmStatus (active, awaiting_approval, ..., completed, max_steps, failed), or how its "
+        "workflow was closed from outside (terminated, canceled, timed_out); WORKFLOW is "
+        "Temporal's status of the workflow (a run that ended on max_steps is a completed "
+        "workflow).",
     )
     ls.add_argument("--state", help="only runs in this state")
     ls.add_argument("--awaiting-approval", action="store_true", help="only runs at a gate")

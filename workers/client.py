@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from temporalio.client import (
@@ -16,7 +17,8 @@ from temporalio.client import (
     WorkflowUpdateHandle,
     WorkflowUpdateStage,
 )
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
+from temporalio.exceptions import TimeoutError as WorkflowTimeoutError
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 
@@ -94,6 +96,55 @@ async def run_result(handle: WorkflowHandle[Any, Any]) -> AgentResult:
         ):
             return AgentResult.model_validate(cause.details[0])
         raise
+
+
+RUN_OUTCOMES = ("completed", "max_steps", "failed", "terminated", "canceled", "timed_out")
+"""How a run can end: its ``RunStatus`` (``completed``, ``max_steps``, ``failed``),
+or how Temporal closed it from outside (``terminated``, ``canceled``, ``timed_out``)."""
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """How a closed run ended, as its history records it."""
+
+    outcome: str
+    """One of ``RUN_OUTCOMES``."""
+    reason: str
+    """The run's end reason, or the failure's or termination's message."""
+    result: AgentResult | None
+    """The run's result; None when it closed before it started (its definition or
+    initial context refused) or was closed from outside."""
+
+    def describe(self) -> str:
+        """``outcome: reason`` (or the outcome alone when there is no reason)."""
+        return f"{self.outcome}: {self.reason}" if self.reason else self.outcome
+
+
+def is_closed(status: WorkflowExecutionStatus | None) -> bool:
+    """Whether a run's newest execution has closed (a continue-as-new hand-over has not)."""
+    return status not in (
+        None,
+        WorkflowExecutionStatus.RUNNING,
+        WorkflowExecutionStatus.CONTINUED_AS_NEW,
+    )
+
+
+async def run_end(handle: WorkflowHandle[Any, Any]) -> RunEnd:
+    """How the run ended, read from its history (waits while it runs; no worker needed)."""
+    try:
+        result = await run_result(handle)
+    except WorkflowFailureError as exc:
+        cause = exc.cause
+        outcome = "failed"
+        if isinstance(cause, TerminatedError):
+            outcome = "terminated"
+        elif isinstance(cause, CancelledError):
+            outcome = "canceled"
+        elif isinstance(cause, WorkflowTimeoutError):
+            outcome = "timed_out"
+        message = getattr(cause, "message", None) or str(cause or exc)
+        return RunEnd(outcome=outcome, reason=message, result=None)
+    return RunEnd(outcome=result.status, reason=result.end_reason or "", result=result)
 
 
 async def register_search_attributes(client: Client, namespace: str = "default") -> None:

@@ -1,8 +1,9 @@
 """The ``fsmflow`` commands that talk to Temporal.
 
-run, chat, send, approve, reject, status, trace and ls.
+run, chat, send, approve, reject, status, wait, trace and ls.
 Each returns an exit code; expected failures (unknown workflow, unreachable
-server, invalid input) raise ``CommandError`` with one line for the user.
+server, invalid input, a run that ended otherwise than asked) raise
+``CommandError`` with one line for the user and its exit code (``EXIT_*``).
 Everything printed that came from a model, a user or a definition goes through
 ``workers.text.printable`` (one line each, but a reply's text keeps its lines).
 """
@@ -13,12 +14,15 @@ import asyncio
 import json
 import sys
 import uuid
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any, TextIO
 from urllib.parse import quote
 
 from pydantic import ValidationError
 from temporalio.client import (
     Client,
+    WorkflowExecutionDescription,
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowQueryFailedError,
@@ -28,7 +32,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.definitions import load_agents
 from activities.llm import redact_url
-from fsm.problems import validation_problem
+from fsm.context import check_initial_context
+from fsm.loader import Loaded
+from fsm.problems import DefinitionError, did_you_mean, validation_problem
 from schemas.events import RunEvent
 from schemas.run import TraceEntry
 from schemas.snapshot import FSM_STATUSES
@@ -41,14 +47,28 @@ from schemas.workflow import (
     DecisionResult,
     Reply,
 )
-from workers.client import connect, run_result
+from workers.client import RunEnd, connect, is_closed, run_end
 from workers.events import send_streaming
 from workers.settings import Settings
 from workers.text import printable, printable_json
 
+EXIT_FAILED = 1
+"""The run failed (by its rules, or refused at its start), or the command did
+(unknown run, unreachable server, invalid input, a refused message or decision)."""
+EXIT_ENDED_OTHERWISE = 3
+"""The run ended another way than asked: ``run --wait`` on ``max_steps``, a
+terminated, cancelled or timed-out run; ``wait`` on an end it did not wait for."""
+EXIT_TIMEOUT = 4
+"""``wait --timeout`` passed with the run still going."""
+
 
 class CommandError(Exception):
-    """A failure to report as one line, with a non-zero exit."""
+    """A failure to report as one line, with a non-zero exit (``EXIT_FAILED`` unless given)."""
+
+    def __init__(self, message: str, *, code: int = EXIT_FAILED) -> None:
+        """Keep the exit code with the message."""
+        super().__init__(message)
+        self.code = code
 
 
 def explain(error: BaseException, workflow_id: str | None = None) -> str:
@@ -90,8 +110,64 @@ def parse_input(text: str | None, agent: str) -> AgentRunInput:
         raise CommandError(f"invalid --input: {validation_problem(exc, 'input')}") from None
 
 
+def local_agents(settings: Settings) -> dict[str, Loaded] | None:
+    """The agents of ``settings.agents_dir`` when it is readable here, else None.
+
+    None also when a file there is invalid: the worker, which may read another
+    directory, is then the one to say what it knows.
+    """
+    try:
+        return load_agents(settings.agents_dir)
+    except (OSError, DefinitionError):
+        return None
+
+
+def check_start(request: AgentRunInput, settings: Settings) -> None:
+    """Refuse, before anything starts, what the worker would fail the run for.
+
+    With the agents directory readable here: an agent it lacks, and an initial
+    context that does not fit the agent's declaration (undeclared or misspelt
+    key, wrong type). Otherwise (or for an inline definition) the worker decides.
+    """
+    if request.agent is None:
+        return
+    agents = local_agents(settings)
+    if agents is None:
+        return
+    loaded = agents.get(request.agent)
+    if loaded is None:
+        known = sorted({each.definition.name for each in agents.values()})
+        raise CommandError(
+            f"agent {request.agent!r} is not in {str(settings.agents_dir)!r} "
+            f"(agents: {', '.join(known) or 'none'}){did_you_mean(request.agent, agents)}"
+        )
+    problems = check_initial_context(loaded.definition, request.context)
+    if problems:
+        raise CommandError(f"invalid --input for {request.agent!r}: {'; '.join(problems)}")
+
+
 def _handle(client: Client, workflow_id: str) -> WorkflowHandle[Any, AgentResult]:
     return client.get_workflow_handle(workflow_id, result_type=AgentResult)
+
+
+async def _describe(client: Client, workflow_id: str) -> WorkflowExecutionDescription:
+    try:
+        return await _handle(client, workflow_id).describe()
+    except RPCError as exc:
+        raise CommandError(explain(exc, workflow_id)) from None
+
+
+async def _refusal(client: Client, workflow_id: str, what: str, error: BaseException) -> str:
+    """Why a message or decision was refused: the run has ended, or what Temporal said."""
+    if isinstance(error, RPCError) and error.status == RPCStatusCode.NOT_FOUND:
+        try:
+            description = await _handle(client, workflow_id).describe()
+        except RPCError:
+            description = None
+        if description is not None and is_closed(description.status):
+            end = await run_end(_handle(client, workflow_id))
+            return f"run {workflow_id!r} has ended ({end.describe()})"
+    return f"{what} refused: {explain(error, workflow_id)}"
 
 
 async def _client(settings: Settings) -> Client:
@@ -190,8 +266,9 @@ async def run(
     workflow_id: str | None,
     out: TextIO,
 ) -> int:
-    """Start a run (``fsmflow run AGENT``)."""
+    """Start a run (``fsmflow run AGENT``); with ``wait``, exit by how it ended (``EXIT_*``)."""
     request = parse_input(raw_input, agent)
+    check_start(request, settings)
     client = await _client(settings)
     workflow_id = workflow_id or f"{request.agent or 'inline'}-{uuid.uuid4().hex[:8]}"
     try:
@@ -206,13 +283,16 @@ async def run(
         raise CommandError(f"cannot start {workflow_id!r}: {explain(exc)}") from None
     out.write(f"started {printable(handle.id)}\n{ui_link(settings, handle.id)}\n")
     if wait:
-        try:
-            result = await run_result(handle)
-        except WorkflowFailureError as exc:
-            raise CommandError(f"run {handle.id} failed: {explain(exc)}") from None
-        out.write(printable_json(result.model_dump_json(indent=2)) + "\n")
-        if result.status == "failed":
-            raise CommandError(f"run {handle.id} failed: {result.end_reason}")
+        end = await run_end(handle)
+        if end.result is not None:
+            out.write(printable_json(end.result.model_dump_json(indent=2)) + "\n")
+        if end.outcome == "failed":
+            raise CommandError(f"run {handle.id} failed: {end.reason}")
+        if end.outcome != "completed":
+            raise CommandError(
+                f"run {handle.id} ended without completing ({end.describe()})",
+                code=EXIT_ENDED_OTHERWISE,
+            )
     return 0
 
 
@@ -224,7 +304,7 @@ async def send(
     try:
         await _converse(client, workflow_id, text, out, update_id=update_id)
     except (WorkflowUpdateFailedError, RPCError) as exc:
-        raise CommandError(f"message refused: {explain(exc, workflow_id)}") from None
+        raise CommandError(await _refusal(client, workflow_id, "message", exc)) from None
     return 0
 
 
@@ -240,33 +320,46 @@ async def decide(
             result_type=DecisionResult,
         )
     except (WorkflowUpdateFailedError, RPCError) as exc:
-        raise CommandError(f"{decision} refused: {explain(exc, workflow_id)}") from None
+        raise CommandError(await _refusal(client, workflow_id, decision, exc)) from None
+    done = {"approve": "approved", "reject": "rejected"}[decision]
     out.write(
-        printable(f"{decision}d by {by or 'anonymous'}: now in {result.state} ({result.status})")
-        + "\n"
+        printable(f"{done} by {by or 'anonymous'}: now in {result.state} ({result.status})") + "\n"
     )
     return 0
 
 
 async def status(settings: Settings, workflow_id: str, out: TextIO) -> int:
-    """Print a run's status (``fsmflow status ID``); falls back to visibility data."""
+    """Print a run's status (``fsmflow status ID``).
+
+    A running run answers the status query (else its search attributes are
+    shown); a closed one is described from its history, with no worker needed.
+    """
     client = await _client(settings)
     handle = _handle(client, workflow_id)
-    try:
-        description = await handle.describe()
-    except RPCError as exc:
-        raise CommandError(explain(exc, workflow_id)) from None
+    description = await _describe(client, workflow_id)
+    attributes = {p.key.name: p.value for p in description.typed_search_attributes}
+    if is_closed(description.status):
+        end = await run_end(handle)
+        lines = [_ended_line(workflow_id, end, attributes)]
+        if end.result is not None and end.reason:
+            lines.append(f"  ended: {end.reason}")
+        lines.append(f"  {ui_link(settings, workflow_id)}")
+        out.write("".join(printable(line) + "\n" for line in lines))
+        return 0
     try:
         current = await asyncio.wait_for(handle.query("status", result_type=AgentStatus), timeout=5)
-    except (WorkflowQueryFailedError, RPCError, TimeoutError):
-        attributes = {p.key.name: p.value for p in description.typed_search_attributes}
+    except (WorkflowQueryFailedError, RPCError, TimeoutError) as exc:
+        why = (
+            f"the status query failed: {exc.message}"
+            if isinstance(exc, WorkflowQueryFailedError)
+            else "no worker answered the status query"
+        )
         out.write(
             printable(
-                f"{workflow_id}: {description.status.name if description.status else '?'}, "
+                f"{workflow_id}: running, "
                 f"state {attributes.get('FsmState', '?')}, "
                 f"status {attributes.get('FsmStatus', '?')}, "
-                f"awaiting approval: {attributes.get('FsmAwaitingApproval', '?')} "
-                "(no worker answered the status query)"
+                f"awaiting approval: {attributes.get('FsmAwaitingApproval', '?')} ({why})"
             )
             + "\n"
         )
@@ -288,6 +381,102 @@ async def status(settings: Settings, workflow_id: str, out: TextIO) -> int:
     lines.append(f"  {ui_link(settings, workflow_id)}")
     out.write("".join(printable(line) + "\n" for line in lines))
     return 0
+
+
+def _ended_line(workflow_id: str, end: RunEnd, attributes: Mapping[str, Any]) -> str:
+    """A closed run in one line: its result's figures, or how it was closed and why."""
+    result = end.result
+    if result is not None:
+        return (
+            f"{workflow_id}: ended {result.status}, agent {result.agent}, state {result.state}, "
+            f"step {result.steps}, {result.total_tokens} tokens"
+        )
+    where = f" in state {attributes['FsmState']}" if attributes.get("FsmState") else ""
+    return f"{workflow_id}: ended {end.outcome}{where}: {end.reason}"
+
+
+def outcome_of(workflow_status: str, fsm_status: str | None) -> str:
+    """What a run's listing says it is: its ``FsmStatus``, unless it was closed from outside.
+
+    A run terminated, cancelled or timed out keeps the ``FsmStatus`` it had
+    (``active``, ...): then how its workflow closed says more.
+    """
+    closed = workflow_status not in ("running", "continued_as_new", "-")
+    if fsm_status is None or (closed and fsm_status not in ("completed", "max_steps", "failed")):
+        return workflow_status
+    return fsm_status
+
+
+WAIT_POLL_SECONDS = 0.5
+"""How often ``wait`` asks a run where it is."""
+QUERY_SECONDS = 5.0
+"""How long a status query may take before the search attributes answer instead."""
+
+
+async def _where(
+    handle: WorkflowHandle[Any, AgentResult], attributes: Mapping[str, Any], limit: float
+) -> tuple[str, str]:
+    """A running run's ``FsmStatus`` and state: from the status query, else its attributes."""
+    try:
+        current = await handle.query(
+            "status",
+            result_type=AgentStatus,
+            rpc_timeout=timedelta(seconds=max(0.5, min(QUERY_SECONDS, limit))),
+        )
+    except (WorkflowQueryFailedError, RPCError):
+        return str(attributes.get("FsmStatus") or "unknown"), str(attributes.get("FsmState") or "?")
+    return current.fsm_status, current.state
+
+
+async def wait(
+    settings: Settings,
+    workflow_id: str,
+    until: Sequence[str],
+    out: TextIO,
+    *,
+    timeout: float | None = None,
+    poll_seconds: float = WAIT_POLL_SECONDS,
+) -> int:
+    """Wait until a run's status is one of ``until`` (``fsmflow wait ID --until S[,S]``).
+
+    ``until`` holds ``FsmStatus`` values, ways a run is closed from outside
+    (``terminated``, ``canceled``, ``timed_out``) or ``ended`` (any end). Polls
+    the status query; with no worker answering, the run's ``FsmStatus`` search
+    attribute. A closed run is judged by its history.
+
+    Raises:
+        CommandError: When the run ended otherwise (``EXIT_FAILED`` if it failed,
+            else ``EXIT_ENDED_OTHERWISE``), or ``timeout`` passed (``EXIT_TIMEOUT``).
+    """
+    client = await _client(settings)
+    handle = _handle(client, workflow_id)
+    wanted = set(until)
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    while True:
+        description = await _describe(client, workflow_id)
+        attributes = {p.key.name: p.value for p in description.typed_search_attributes}
+        if is_closed(description.status):
+            end = await run_end(handle)
+            if end.outcome in wanted or "ended" in wanted:
+                out.write(printable(_ended_line(workflow_id, end, attributes)) + "\n")
+                return 0
+            raise CommandError(
+                f"run {workflow_id!r} has ended ({end.describe()}), not {' or '.join(until)}",
+                code=EXIT_FAILED if end.outcome == "failed" else EXIT_ENDED_OTHERWISE,
+            )
+        left = QUERY_SECONDS if deadline is None else deadline - loop.time()
+        fsm_status, state = await _where(handle, attributes, left)
+        if fsm_status in wanted:
+            out.write(printable(f"{workflow_id}: {fsm_status} in state {state}") + "\n")
+            return 0
+        if deadline is not None and loop.time() >= deadline:
+            raise CommandError(
+                f"run {workflow_id!r} is still {fsm_status} in state {state} after "
+                f"{timeout:g}s (waited for {' or '.join(until)})",
+                code=EXIT_TIMEOUT,
+            )
+        await asyncio.sleep(poll_seconds)
 
 
 def format_entry(entry: TraceEntry) -> str:
@@ -362,19 +551,21 @@ async def ls(
     try:
         async for execution in client.list_workflows(query, limit=limit):
             attributes = {p.key.name: p.value for p in execution.typed_search_attributes}
+            workflow_status = execution.status.name.lower() if execution.status else "-"
+            fsm_status = attributes.get("FsmStatus")
             row = (
                 execution.id,
                 str(attributes.get("FsmAgent", "-")),
                 str(attributes.get("FsmState", "-")),
                 "yes" if attributes.get("FsmAwaitingApproval") else "",
-                str(attributes.get("FsmStatus", "-")),
-                execution.status.name.lower() if execution.status else "-",
+                outcome_of(workflow_status, str(fsm_status) if fsm_status else None),
+                workflow_status,
                 execution.start_time.strftime("%Y-%m-%d %H:%M:%S"),
             )
             rows.append(tuple(printable(value) for value in row))
     except RPCError as exc:
         raise CommandError(f"cannot list runs: {explain(exc)}") from None
-    header = ("WORKFLOW ID", "AGENT", "STATE", "APPROVAL", "FSM STATUS", "RUN", "STARTED (UTC)")
+    header = ("WORKFLOW ID", "AGENT", "STATE", "APPROVAL", "OUTCOME", "WORKFLOW", "STARTED (UTC)")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         out.write(
@@ -388,13 +579,10 @@ async def chat(
 ) -> int:
     """Talk to a run in the terminal (``fsmflow chat AGENT|WORKFLOW_ID``)."""
     client = await _client(settings)
-    agents = {}
-    try:
-        agents = load_agents(settings.agents_dir)
-    except Exception:  # noqa: BLE001 - no local agents dir: the target is a workflow id
-        agents = {}
+    agents = local_agents(settings) or {}
     if target in agents:
         request = parse_input(raw_input, target)
+        check_start(request, settings)
         workflow_id = f"{target}-chat-{uuid.uuid4().hex[:8]}"
         await client.start_workflow(
             "AgentWorkflow",
@@ -408,9 +596,11 @@ async def chat(
         try:
             await _handle(client, workflow_id).describe()
         except RPCError as exc:
+            known = sorted({each.definition.name for each in agents.values()})
             raise CommandError(
                 f"{target!r} is neither an agent in {settings.agents_dir} nor a workflow: "
                 f"{explain(exc, workflow_id)}"
+                + (f" (agents: {', '.join(known)}){did_you_mean(target, agents)}" if known else "")
             ) from None
     out.write("Type a message; an empty line or Ctrl-D ends the chat.\n")
     while True:
@@ -437,6 +627,6 @@ def run_command(coro: Any, err: TextIO = sys.stderr, prefix: str = "fsmflow") ->
         return int(asyncio.run(coro))
     except CommandError as exc:
         err.write(f"{prefix}: {printable(str(exc))}\n")
-        return 1
+        return exc.code
     except KeyboardInterrupt:
         return 130
