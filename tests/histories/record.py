@@ -11,7 +11,10 @@ before run snapshots are ``form_conversation``, ``research_approved``,
 ``record_legacy.py`` with the code of that time); the ``snapshot_*`` ones are of
 the version that introduced run snapshots, the ``stream_*`` ones of the version
 that streams replies (publish signals and poll updates in their histories), the
-``v2_*`` ones of prompt engine v2 (eventless transitions, read-only ``sees``).
+``v2_*`` ones of prompt engine v2 (eventless transitions, read-only ``sees``), the
+``v3_*`` ones of honest outcomes (a dead end ends the run; a run out of steps
+closes as a failed workflow behind the ``fsmflow-max-steps-fails`` marker; a
+reviewer's comment reaches the model).
 Each scenario runs on a fresh dev server with the scripted model, and the history
 is written as JSON here.
 """
@@ -40,7 +43,7 @@ from schemas.workflow import (
     Reply,
 )
 from tests.conftest import RESEARCH_TOOLS, make_settings, running_worker
-from tests.llm_server import ScriptedLlm, move, reply, say
+from tests.llm_server import ScriptedLlm, call, move, reply, say
 from tests.workflows.helpers import research_publish, research_to_the_gate
 from tests.workflows.test_outages import CHAT, STEPS
 from tests.workflows.test_tools import SPY_TOOLS
@@ -132,6 +135,26 @@ SCRIPTS["v2_callback_form"] = [
     reply("ask_phone", "Is this right?", phone_declined=True),
     reply("confirm", "Submitted, thank you!", confirmed=True),
 ]
+
+SCRIPTS["v3_dead_end"] = [call("complain", topic="fsm"), call("complain", topic="llm")]
+SCRIPTS["v3_max_steps_stopped"] = [say("talk", "one"), say("talk", "two")]
+
+DEAD_END: dict[str, Any] = {
+    "name": "stuck",
+    "mode": "autonomous",
+    "initial_state": "look",
+    "max_steps": 12,
+    "states": {
+        "look": {
+            "tools": ["complain"],
+            "allow_stay": False,
+            "max_tool_errors": 2,
+            "on_dead_end": "fail",
+            "transitions": [{"target": "done", "when": {">=": [{"var": "_calls.complain"}, 1]}}],
+        },
+        "done": {"terminal": True},
+    },
+}
 
 OPTIONS: dict[str, dict[str, Any]] = {
     "snapshot_research_continued": {"continue_as_new_after": 3},
@@ -229,7 +252,27 @@ async def v2_callback_form(client: Client, queue: str, model: str) -> str:
     return handle.id
 
 
+async def v3_dead_end(client: Client, queue: str, model: str) -> str:
+    """Two failed tool calls spend max_tool_errors: the dead end fails the run."""
+    handle = await _start(client, queue, definition=DEAD_END)
+    with contextlib.suppress(WorkflowFailureError):
+        await handle.result()
+    return handle.id
+
+
+async def v3_max_steps_stopped(client: Client, queue: str, model: str) -> str:
+    """Two messages spend max_steps: the workflow closes failed (AgentRunStopped)."""
+    handle = await _start(client, queue, definition={**CHAT, "max_steps": 2})
+    for i, text in enumerate(["one", "two"]):
+        await _send(handle, text, update_id=f"m{i}")
+    with contextlib.suppress(WorkflowFailureError):
+        await handle.result()
+    return handle.id
+
+
 SCENARIOS: dict[str, Scenario] = {
+    "v3_dead_end": v3_dead_end,
+    "v3_max_steps_stopped": v3_max_steps_stopped,
     "v2_callback_form": v2_callback_form,
     "snapshot_form_conversation": snapshot_form_conversation,
     "snapshot_research_continued": snapshot_research_continued,

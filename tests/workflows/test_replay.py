@@ -58,6 +58,8 @@ def test_histories_are_recorded() -> None:
         "stream_conversation_first",
         "stream_conversation_continued",
         "v2_callback_form",
+        "v3_dead_end",
+        "v3_max_steps_stopped",
     }
 
 
@@ -162,3 +164,14 @@ async def test_changed_transition_table_is_detected(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(workflows.agent, "AgentDefinition", WithoutAskEmail)
     with pytest.raises(NondeterminismError):
         await replayer.replay_workflow(history)
+
+
+def test_honest_outcome_histories_end_as_failed_workflows() -> None:
+    # A dead end fails the run after two tool calls, not at max_steps: five
+    # activities (the definition, two model turns, two calls), then the failure.
+    dead = events("v3_dead_end")
+    assert dead.count("ACTIVITY_TASK_COMPLETED") == 5 and dead[-1] == "WORKFLOW_EXECUTION_FAILED"
+    # Out of steps: the max-steps marker, then the workflow fails (AgentRunStopped).
+    stopped = events("v3_max_steps_stopped")
+    assert stopped[-1] == "WORKFLOW_EXECUTION_FAILED"
+    assert stopped.count("MARKER_RECORDED") == 2  # the run snapshot's and max_steps'
