@@ -127,6 +127,12 @@ def _check_steps(definition: AgentDefinition) -> Iterator[Problem]:
         yield Problem(
             f"max_steps must be at least 1, got {definition.max_steps}", anchor=("max_steps",)
         )
+    if definition.greeting and definition.mode == "autonomous":
+        yield Problem(
+            "greeting is a conversation's first message; an autonomous run has no one to greet",
+            anchor=("greeting",),
+            severity="warning",
+        )
 
 
 def _check_names(definition: AgentDefinition) -> Iterator[Problem]:

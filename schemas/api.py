@@ -104,6 +104,8 @@ class RunStarted(BaseModel):
     """None while the run has not resolved its definition (no worker took it yet)."""
     status: RunStatus | Literal["starting"]
     ui_url: str
+    greeting: str = ""
+    """The agent's first message (its definition's ``greeting``), when it has one."""
 
 
 class MessageReply(BaseModel):

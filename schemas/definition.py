@@ -103,6 +103,9 @@ class _Bound:
         return json_schema
 
 
+MAX_GREETING_LENGTH = 4000
+"""Bound of an agent's ``greeting`` (the largest reply a state may allow)."""
+
 Text = Annotated[str, _Bound(MAX_TEXT_LENGTH, "characters")]
 """Prose the model reads."""
 Name = Annotated[str, _Bound(MAX_NAME_LENGTH, "characters")]
@@ -433,6 +436,9 @@ class AgentDefinition(_UserModel):
     """Reasoning a turn may write (states may override it)."""
     reply_max_length: ReplyLength = 600
     """Bound of a conversation reply's message (states may override it)."""
+    greeting: Annotated[str, _Bound(MAX_GREETING_LENGTH, "characters")] = ""
+    """A conversation's first message, said by the agent when the run starts (fixed
+    text: no model call). It is the first message of the dialogue the model reads."""
     sees_writable: bool = False
     """Let the model write the keys a state only ``sees`` too, as before
     ``collects``/``sees`` split into writable and read-only. Set on definitions

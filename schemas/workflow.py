@@ -168,6 +168,9 @@ class AgentStatus(BaseModel):
     """While waiting for the model: the last error or rejection."""
     pending_decision: str | None = None
     """A decision recorded by a signal, not yet applied at the gate."""
+    last_reply: str = ""
+    """The agent's newest message in the dialogue (its greeting before the first
+    turn); empty when it has said nothing yet."""
 
 
 class AgentResult(BaseModel):

@@ -39,6 +39,7 @@ async def test_start_a_run_send_a_message_and_read_it(
         "state": "ask_name",
         "status": "active",
         "ui_url": f"http://ui.test/namespaces/default/workflows/{workflow_id}",
+        "greeting": "Hello! I'll take your details for a call-back. What's your full name?",
     }
     assert sent.status_code == 200, sent.text
     reply = sent.json()

@@ -224,8 +224,32 @@ async def test_reject_and_chat(
             temporal_env, settings, "chat", "contact_form", stdin="I'm Ada\nada@example.com\n\n"
         )
     assert code == 0, err
+    # Where the run is, and the agent's greeting, before the first prompt.
+    greeting = "Hello! I'll take your details for a call-back. What's your full name?"
+    assert f"[contact_form · ask_name · active · step 0/30]\n< {greeting}\nType a message" in out
     assert "> < Your email?\n[ask_email · active · step 1]\n" in out
     assert "> < Your phone?\n[ask_phone · active · step 2]\n" in out
+    # The greeting is the dialogue's first message: the model reads it.
+    first = llm.requests(model_name)[0]["messages"]
+    assert {"role": "assistant", "content": greeting} in first
+    # Leaving says the run is still open and how to go on.
+    workflow_id = out.split()[1]
+    assert out.endswith(
+        f"The run {workflow_id} is still open: go on with `fsmflow chat {workflow_id}`, see it "
+        f"with `fsmflow status {workflow_id}`, or end it with `temporal workflow terminate "
+        f"--workflow-id {workflow_id}`.\n"
+    )
+    # Coming back shows where it is and the agent's last message; an ended run is
+    # said so, with no prompt.
+    async with running_worker(client, settings):
+        code, again, err = await fsmflow(temporal_env, settings, "chat", workflow_id, stdin="\n")
+        await client.get_workflow_handle(workflow_id).terminate(reason="test over")
+        code_ended, ended, _ = await fsmflow(
+            temporal_env, settings, "chat", workflow_id, stdin="hi\n"
+        )
+    assert code == 0, err
+    assert again.startswith("[contact_form · ask_phone · active · step 2/30]\n< Your phone?\n")
+    assert code_ended == 0 and ended == f"! run '{workflow_id}' has ended (terminated: test over)\n"
 
 
 @pytest.mark.parametrize(

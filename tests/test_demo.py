@@ -85,6 +85,7 @@ def test_demo_from_dev_up_to_dev_down(tmp_path: Path) -> None:
         assert "FSMFLOW_MODEL_DEFAULT=gpt-4o-mini make demo" in output
         assert f"http://127.0.0.1:{ui}/namespaces/default/workflows/demo-research-" in output
         assert "== callback agent (conversation;" in output
+        assert "  agent [ask_name]> Hello! I'll take your details for a call-back." in output
         # The scripted happy path takes the call-back form to its end on the
         # embedded model (temperature 0): the machine moves as fields are known.
         assert "path: ask_name -> ask_email -> ask_phone -> confirm -> submitted; " in output

@@ -602,6 +602,8 @@ async def chat(
                 f"{explain(exc, workflow_id)}"
                 + (f" (agents: {', '.join(known)}){did_you_mean(target, agents)}" if known else "")
             ) from None
+    if not await _chat_header(client, workflow_id, out):
+        return 0
     out.write("Type a message; an empty line or Ctrl-D ends the chat.\n")
     while True:
         out.write("> ")
@@ -609,6 +611,7 @@ async def chat(
         line = await asyncio.get_running_loop().run_in_executor(None, inp.readline)
         if not line or not line.strip():
             out.write("\n")
+            await _chat_footer(client, workflow_id, out)
             return 0
         try:
             reply = await _converse(client, workflow_id, line.rstrip("\n"), out)
@@ -618,7 +621,66 @@ async def chat(
         if reply.status == "awaiting_approval":
             out.write(f"! waiting for approval: fsmflow approve {printable(workflow_id)}\n")
         if reply.status in ("completed", "max_steps", "failed"):
+            await _chat_footer(client, workflow_id, out)
             return 0
+
+
+CHAT_START_SECONDS = 30.0
+"""How long ``chat`` waits for a new run to answer its status query (it resolves
+its definition first)."""
+
+
+async def _chat_header(client: Client, workflow_id: str, out: TextIO) -> bool:
+    """Say where the run is and what the agent said last (its greeting, on a new run).
+
+    Returns False when the run has ended (said so; nothing to chat with).
+    """
+    handle = _handle(client, workflow_id)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CHAT_START_SECONDS
+    while True:
+        description = await _describe(client, workflow_id)
+        if is_closed(description.status):
+            end = await run_end(handle)
+            out.write(printable(f"! run {workflow_id!r} has ended ({end.describe()})") + "\n")
+            return False
+        try:
+            current = await handle.query(
+                "status", result_type=AgentStatus, rpc_timeout=timedelta(seconds=QUERY_SECONDS)
+            )
+            break
+        except (WorkflowQueryFailedError, RPCError):
+            if loop.time() >= deadline:
+                out.write("! no worker answered yet; messages wait for one\n")
+                return True
+            await asyncio.sleep(WAIT_POLL_SECONDS)
+    where = (
+        f"[{current.agent} · {current.state} · {current.status} · step {current.step}"
+        f"/{current.max_steps}]"
+    )
+    out.write(printable(where) + "\n")
+    if current.last_reply:
+        out.write(f"< {reply_text(current.last_reply)}\n")
+    return True
+
+
+async def _chat_footer(client: Client, workflow_id: str, out: TextIO) -> None:
+    """Say how the run was left: how it ended, or how to go on with it."""
+    name = printable(workflow_id)
+    try:
+        description = await _describe(client, workflow_id)
+    except CommandError as exc:
+        out.write(f"! {printable(str(exc))}\n")
+        return
+    if is_closed(description.status):
+        end = await run_end(_handle(client, workflow_id))
+        out.write(printable(f"The run {workflow_id} has ended ({end.describe()}).") + "\n")
+        return
+    out.write(
+        f"The run {name} is still open: go on with `fsmflow chat {name}`, "
+        f"see it with `fsmflow status {name}`, or end it with "
+        f"`temporal workflow terminate --workflow-id {name}`.\n"
+    )
 
 
 def run_command(coro: Any, err: TextIO = sys.stderr, prefix: str = "fsmflow") -> int:

@@ -106,6 +106,19 @@ async def _watch(
     raise CommandError(f"{workflow_id} did not reach its gate or end within {timeout:.0f}s")
 
 
+async def _first_status(client: Client, workflow_id: str, timeout: float = 60) -> AgentStatus:
+    """The run's status once it has started (it resolves its definition first)."""
+    handle = client.get_workflow_handle(workflow_id)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await handle.query("status", result_type=AgentStatus)
+        except Exception:  # noqa: BLE001 - not started yet
+            if time.monotonic() >= deadline:
+                raise CommandError(f"{workflow_id} did not start within {timeout:.0f}s") from None
+            await asyncio.sleep(0.2)
+
+
 def _print_trace(trace: list[TraceEntry], out: TextIO) -> None:
     for entry in trace:
         out.write("    " + format_entry(entry) + "\n")
@@ -169,6 +182,10 @@ async def form(settings: Settings, client: Client, out: TextIO) -> list[TraceEnt
     handle = await client.start_workflow(
         "AgentWorkflow", {"agent": "callback"}, id=workflow_id, task_queue=settings.task_queue
     )
+    greeting = await _first_status(client, workflow_id)
+    if greeting.last_reply:
+        said = printable(f"  agent [{greeting.state}]>")
+        out.write(f"{said} {reply_text(greeting.last_reply)}\n")
     for text in MESSAGES:
         out.write(f"  user> {text}\n")
         started = time.monotonic()

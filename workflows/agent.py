@@ -348,6 +348,11 @@ class AgentWorkflow:
         except ContextError as exc:
             message = f"initial context refused: {exc}"
             self._refuse(message, "ContextRefused", definition.name)
+        greeting = (
+            (DialogueTurn(role="agent", text=definition.greeting, state=run.state),)
+            if definition.greeting and definition.mode == "conversation"
+            else ()
+        )
         self._set(
             RunSnapshot(
                 agent=resolved.definition,
@@ -356,6 +361,7 @@ class AgentWorkflow:
                 chain_id=workflow.info().first_execution_run_id,
                 task=request.task,
                 run=run,
+                dialogue=greeting,
             )
         )
         workflow.logger.info(
@@ -1006,6 +1012,7 @@ class AgentWorkflow:
         else:
             waiting = "message" if definition.mode == "conversation" else "model"
         pending = snapshot.pending
+        said = next((t.text for t in reversed(snapshot.dialogue) if t.role == "agent"), "")
         return AgentStatus(
             agent=definition.name,
             version=definition.version,
@@ -1025,6 +1032,7 @@ class AgentWorkflow:
             pending_decision=f"{pending.decision} by {pending.by or 'anonymous'}"
             if pending is not None
             else None,
+            last_reply=said,
         )
 
     @workflow.query

@@ -164,6 +164,15 @@ async def test_restricted_identities_see_only_their_agents(
         form = await carol.get("/console/agents/contact_form")
         chat = await carol.get("/console/chat?agent=contact_form")
         await carol.aclose()
+        alice = await signed_in(api.url, "alice")
+        new_chat = await alice.get("/console/chat?agent=contact_form")
+        await alice.aclose()
+    # A new conversation opens with the agent's greeting (its definition's).
+    assert new_chat.status_code == 200
+    assert (
+        '<li class="msg agent"><div class="bubble">Hello! I&#39;ll take your details for a '
+        "call-back. What&#39;s your full name?</div></li>"
+    ) in new_chat.text
     assert agents.status_code == 200
     assert "research" in agents.text and "contact_form" not in agents.text
     assert form.status_code == 404

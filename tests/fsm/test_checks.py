@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from fsm.checks import check_definition
 from fsm.loader import load_file, load_text, parse_definition
 from fsm.problems import DefinitionError
 from tests.fsm.conftest import build
@@ -413,3 +414,10 @@ def test_unknown_model_tier_is_an_error_when_tiers_are_known() -> None:
         "(set FSMFLOW_MODEL_CAPABEL); did you mean 'capable'?"
     )
     parse_definition(data, source="shop.yaml")  # plain `fsmflow check` knows no tiers
+
+
+def test_a_greeting_on_an_autonomous_agent_is_a_warning() -> None:
+    data = build({"mode": "autonomous", "greeting": "Hello!"})
+    definition = parse_definition(data, source="shop.yaml").definition
+    (warning,) = [p for p in check_definition(definition) if p.severity == "warning"]
+    assert warning.message.startswith("greeting is a conversation's first message")

@@ -338,6 +338,7 @@ class Runs:
                 state=current.state if current else None,
                 status=current.status if current else "starting",
                 ui_url=ui_link(self.settings, workflow_id),
+                greeting=current.last_reply if current else "",
             ),
             current is not None,
         )

@@ -352,6 +352,12 @@ class Console:
                 if not _valid_agent(agent) or not identity.may_use(agent):
                     raise ApiError(403, f"{identity.describe()} may not use agent {agent!r}")
             new_id = f"{agent}-{uuid.uuid4().hex[:8]}" if agent and not run else None
+            # What the agent said last: a new conversation's greeting, or where a
+            # run's dialogue stands.
+            if view is not None:
+                said = view.detail.last_reply if view.detail is not None else ""
+            else:
+                said = next((d.greeting for d in conversations if d.name == agent), "")
             return self.page(
                 request,
                 "chat.html",
@@ -361,6 +367,7 @@ class Console:
                 agent=agent,
                 new_id=new_id,
                 conversations=conversations,
+                said=said,
             )
 
         @router.get("/inbox", response_class=HTMLResponse)
