@@ -262,26 +262,31 @@ def _follow_always(definition: AgentDefinition, run: RunState) -> RunState:
         taken = next((t for t in _ordered(state.always) if guard_holds(t, run)), None)
         if taken is None or taken.target not in definition.states:
             return run
-        entry = TraceEntry(
-            step=run.step,
-            kind="always",
-            from_state=run.state,
-            to_state=taken.target,
-            accepted=True,
-            reason=taken.description or guard_text(taken) or "always",
-        )
-        visits = dict(run.visits)
-        if taken.target != run.state:
-            visits[taken.target] = visits.get(taken.target, 0) + 1
-        run = run.model_copy(
-            update={
-                "state": taken.target,
-                "visits": visits,
-                **_visit_counters(run, taken.target),
-                "trace": (*run.trace, entry),
-            }
-        )
+        run = _hop(run, taken.target, "always", taken.description or guard_text(taken) or "always")
     return run
+
+
+def _hop(run: RunState, target: str, kind: TraceKind, reason: str) -> RunState:
+    """A move the FSM takes itself (not a step): traced as ``kind``, the visit counted."""
+    entry = TraceEntry(
+        step=run.step,
+        kind=kind,
+        from_state=run.state,
+        to_state=target,
+        accepted=True,
+        reason=reason,
+    )
+    visits = dict(run.visits)
+    if target != run.state:
+        visits[target] = visits.get(target, 0) + 1
+    return run.model_copy(
+        update={
+            "state": target,
+            "visits": visits,
+            **_visit_counters(run, target),
+            "trace": (*run.trace, entry),
+        }
+    )
 
 
 def _visit_counters(run: RunState, target: str) -> dict[str, int]:
@@ -329,24 +334,7 @@ def _leave_dead_end(definition: AgentDefinition, run: RunState, why: str) -> Run
     rule = definition.states[run.state].on_dead_end
     if not isinstance(rule, InvalidGoto) or rule.goto not in definition.states:
         return fail_run(run, why)
-    entry = TraceEntry(
-        step=run.step,
-        kind="dead_end",
-        from_state=run.state,
-        to_state=rule.goto,
-        accepted=True,
-        reason=why,
-    )
-    visits = dict(run.visits)
-    visits[rule.goto] = visits.get(rule.goto, 0) + 1
-    return run.model_copy(
-        update={
-            "state": rule.goto,
-            "visits": visits,
-            **_visit_counters(run, rule.goto),
-            "trace": (*run.trace, entry),
-        }
-    )
+    return _hop(run, rule.goto, "dead_end", why)
 
 
 def guard_text(transition: Transition) -> str:
